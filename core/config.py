@@ -8,6 +8,7 @@ Every mistake is reported with the file, the line and the key path, e.g.::
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import os
 import re
@@ -321,6 +322,17 @@ class ClientConfig(_Strict):
     accounts: dict[str, AccountConfig] = Field(min_length=1)
     import_: ImportConfig | None = Field(None, alias="import")
     reports: list[ReportConfig] = []
+
+    def is_import_name(self, filename: str) -> bool:
+        """Whether ``filename`` is an intended User Data file name (file_pattern, case-insensitively)."""
+        if self.import_ is None or is_temporary_name(filename):
+            return False
+        return fnmatch.fnmatchcase(filename.lower(), self.import_.file_pattern.lower())
+
+
+def is_temporary_name(filename: str) -> bool:
+    """Names that clients give a file while it is being uploaded (WinSCP .filepart, rclone/lftp .part, .tmp)."""
+    return filename.lower().endswith(TEMPORARY_SUFFIXES)
 
 
 class Config(_Strict):
