@@ -1,0 +1,320 @@
+"""The FTP/FTPS session: login policy, TLS policy, upload names, complete-upload detection and the audit log.
+
+``build_handler`` makes a fresh subclass per server, so no server shares class state with another.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from OpenSSL import SSL
+from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
+
+from core.config import is_temporary_name
+from core.layout import Layout
+from core.log import event
+from server.authorizer import Account, Authorizer
+from server.bans import BanList
+from server.filesystem import HomeFS, SizeLimitedFile
+
+log = logging.getLogger("lcsync.ftp")
+
+# How long, after a plain-FTP data connection ends, to watch the control connection for the client vanishing too.
+# A killed client's data connection ends exactly like a complete upload; the tell is that its control connection
+# ends at the same moment instead of waiting for the 226.
+CONTROL_GRACE_SECONDS = 0.25
+
+OnUpload = Callable[[Account, Path, str, str], None]  # (account, path in upload/, username, remote ip)
+
+
+class UploadDTPHandler(TLS_DTPHandler):
+    """A data channel that tells a complete upload from one that merely stopped."""
+
+    _verdict_given = False
+
+    def close(self) -> None:
+        if not self._verdict_given and not self._closed:
+            self._verdict_given = True
+            if self.receive and self.transfer_finished and self.file_obj is not None:
+                problem = self._incomplete_reason()
+                if problem:
+                    self.transfer_finished = False
+                    self.cmd_channel.upload_problem = problem
+                    self._resp = (f"451 Upload incomplete ({problem}); the file was discarded, send it again.", None)
+        super().close()
+
+    def _incomplete_reason(self) -> str | None:
+        if isinstance(self.socket, SSL.Connection):
+            # Under TLS only the client's close_notify proves the stream ended where the client meant it to.
+            if not self.socket.get_shutdown() & SSL.RECEIVED_SHUTDOWN:
+                return "TLS data connection closed without close_notify"
+            return None
+        if control_connection_lost(self.cmd_channel.socket, CONTROL_GRACE_SECONDS):
+            return "client disconnected with the data connection"
+        return None
+
+
+def control_connection_lost(sock: Any, grace: float) -> bool:
+    """Whether the peer of the control connection ``sock`` closes or resets it within ``grace`` seconds."""
+    try:
+        readable, _, _ = select.select([sock.fileno()], [], [], grace)
+    except (OSError, ValueError):
+        return True
+    if not readable:
+        return False
+    try:
+        if isinstance(sock, SSL.Connection):
+            return sock.recv(1, socket.MSG_PEEK) == b""
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (SSL.WantReadError, BlockingIOError, InterruptedError):
+        return False
+    except (SSL.ZeroReturnError, SSL.SysCallError, SSL.Error, OSError):
+        return True
+
+
+class LcsyncFTPHandler(TLS_FTPHandler):
+    """One client session. Class attributes are set per server by ``build_handler``."""
+
+    dtp_handler = UploadDTPHandler
+    abstracted_fs = HomeFS
+    banner = "lcsync FTP service ready."
+    use_sendfile = True
+    permit_foreign_addresses = False
+    tls_control_required = False  # decided per account, see ftp_USER
+    tls_data_required = False  # decided per account, see process_command
+
+    layout: Layout
+    bans: BanList
+    authorizer: Authorizer
+    max_upload_size: int
+    on_upload: OnUpload
+
+    def __init__(self, conn: Any, server: Any, ioloop: Any = None) -> None:
+        super().__init__(conn, server, ioloop)
+        self.account: Account | None = None
+        self.login_failure_reason: str | None = None
+        self.upload_problem: str | None = None
+        sessions = getattr(self, "sessions", None)
+        if sessions is not None:
+            sessions.add(self)
+
+    # --- connection and login ------------------------------------------------------------------------------------
+
+    def handle(self) -> None:
+        left = self.bans.banned_for(self.remote_ip)
+        if left:
+            event(log, "connect_refused_banned", logging.WARNING, ip=self.remote_ip, ban_left_s=round(left))
+            minutes = max(1, round(left / 60))
+            self.respond(f"421 Too many failed logins from your address; try again in {minutes} minute(s).")
+            self.close_when_done()
+            return
+        event(log, "connect", ip=self.remote_ip, port=self.remote_port)
+        super().handle()
+
+    def ftp_USER(self, line: str) -> None:
+        account = self.authorizer.account(line)
+        if account is not None and account.require_tls and not self._ssl_established:
+            msg = "SSL/TLS required on the control channel: send AUTH TLS before USER."
+            self.respond("550 " + msg)
+            event(log, "login_failed", ip=self.remote_ip, user=line, reason="TLS required")
+            return
+        super().ftp_USER(line)
+
+    def handle_auth_success(self, home: str, password: str, msg_login: str) -> None:
+        self.account = self.authorizer.account(self.username)
+        super().handle_auth_success(home, "", msg_login)  # never keep the password on the session
+
+    def on_login(self, username: str) -> None:
+        account = self.account
+        assert account is not None
+        event(
+            log, "login", user=username, client=account.client_id, env=account.env,
+            ip=self.remote_ip, tls=bool(self._ssl_established),
+        )  # fmt: skip
+
+    def on_login_failed(self, username: str, password: str) -> None:
+        event(
+            log, "login_failed", logging.WARNING, user=username, ip=self.remote_ip,
+            reason=self.login_failure_reason or "authentication failed",
+        )  # fmt: skip
+        self.login_failure_reason = None
+
+    def on_logout(self, username: str) -> None:
+        event(log, "logout", user=username, ip=self.remote_ip)
+
+    def on_disconnect(self) -> None:
+        event(log, "disconnect", ip=self.remote_ip, user=self.username or None)
+
+    # --- policy on commands ----------------------------------------------------------------------------------------
+
+    def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
+        account = self.account
+        if account is not None and account.require_tls and cmd in ("PASV", "EPSV", "PORT", "EPRT", "LPSV", "LPRT"):
+            if not self._prot:
+                msg = "SSL/TLS required on the data channel: send PBSZ 0 and PROT P first."
+                self.respond("550 " + msg)
+                self.log_cmd(cmd, args[0] if args else "", 550, msg)
+                return
+        super().process_command(cmd, *args, **kwargs)
+
+    def _upload_name_refusal(self, path: str) -> str | None:
+        """Why ``path`` (a real path in upload/) may not be written, or None when it may."""
+        account = self.account
+        assert account is not None
+        name = os.path.basename(path)
+        if is_temporary_name(name) or account.client.is_import_name(name):
+            return None
+        if account.client.import_ is None:
+            return "553 Uploads are not enabled for this account."
+        return f"553 File name not allowed: expected {account.client.import_.file_pattern}"
+
+    def ftp_STOR(self, file: str, mode: str = "w") -> str | None:
+        if "a" in mode or self._restart_position:
+            self._restart_position = 0
+            self.respond("550 Resuming an upload is not supported: send the whole file again.")
+            return None
+        refusal = self._upload_name_refusal(file)
+        if refusal:
+            self.respond(refusal)
+            return None
+        self.upload_problem = None
+        return super().ftp_STOR(file, mode)
+
+    def ftp_SIZE(self, path: str) -> None:
+        # Clients check an upload with SIZE whatever TYPE they are in (vsftpd answers with the stored size too);
+        # pyftpdlib refuses SIZE under TYPE A, which makes WinSCP and scripts report a failed upload.
+        current, self._current_type = self._current_type, "i"
+        try:
+            super().ftp_SIZE(path)
+        finally:
+            self._current_type = current
+
+    def ftp_STOU(self, line: str) -> None:
+        self.respond("550 STOU is not supported: upload with the intended file name.")
+
+    def ftp_RNFR(self, path: str) -> None:
+        if not is_temporary_name(os.path.basename(path)):
+            self.respond("550 Only a temporary upload (.part, .tmp, .filepart) can be renamed.")
+            return
+        super().ftp_RNFR(path)
+
+    def ftp_RNTO(self, path: str) -> None:
+        source = self._rnfr
+        if source is not None:
+            refusal = None
+            if os.path.dirname(source) != os.path.dirname(path):
+                refusal = "553 A file can only be renamed within upload/."
+            elif is_temporary_name(os.path.basename(path)):
+                refusal = "553 Rename a temporary upload to its final name."
+            else:
+                refusal = self._upload_name_refusal(path)
+            if refusal:
+                self._rnfr = None
+                self.respond(refusal)
+                return
+        super().ftp_RNTO(path)
+        if source is not None and os.path.isfile(path) and not os.path.exists(source):
+            event(log, "rename", user=self.username, ip=self.remote_ip, path=self.fs.fs2ftp(path))
+            self._queue(Path(path))
+
+    def ftp_DELE(self, path: str) -> None:
+        super().ftp_DELE(path)
+        if not os.path.exists(path):
+            event(log, "delete", user=self.username, ip=self.remote_ip, path=self.fs.fs2ftp(path))
+
+    # --- uploads and downloads ---------------------------------------------------------------------------------------
+
+    def on_file_received(self, file: str) -> None:
+        """A STOR finished with every byte: move it into upload/ and hand it to the queue."""
+        target = self._incoming_target(file)
+        if target is None:
+            return
+        os.replace(file, target)
+        event(
+            log, "upload_complete", user=self.username, ip=self.remote_ip, path=self.fs.fs2ftp(str(target)),
+            bytes=os.path.getsize(target),
+        )  # fmt: skip
+        if not is_temporary_name(target.name):
+            self._queue(target)
+
+    def on_incomplete_file_received(self, file: str) -> None:
+        target = self._incoming_target(file)
+        try:
+            received = os.path.getsize(file)
+            os.unlink(file)
+        except FileNotFoundError:
+            received = 0
+        event(
+            log, "upload_incomplete", logging.WARNING, user=self.username, ip=self.remote_ip,
+            path=self.fs.fs2ftp(str(target)) if target else None, bytes=received,
+            reason=self.upload_problem or "transfer aborted", action="discarded",
+        )  # fmt: skip
+
+    def _incoming_target(self, file: str) -> Path | None:
+        """The upload/ path that the in-flight file ``file`` (under incoming/) was sent to."""
+        file_obj = getattr(self.data_channel, "file_obj", None)
+        if isinstance(file_obj, SizeLimitedFile) and file_obj.name == file:
+            return Path(file_obj.final_path)
+        return None
+
+    def _queue(self, path: Path) -> None:
+        account = self.account
+        assert account is not None
+        try:
+            self.on_upload(account, path, self.username, self.remote_ip)
+        except Exception as exc:  # the file stays in upload/; the watcher's sweep queues it later
+            event(log, "queue_deferred", logging.WARNING, path=str(path), reason=str(exc))
+
+    def on_file_sent(self, file: str) -> None:
+        event(log, "download", user=self.username, ip=self.remote_ip, path=self.fs.fs2ftp(file))
+
+    def on_incomplete_file_sent(self, file: str) -> None:
+        event(
+            log,
+            "download_incomplete",
+            logging.WARNING,
+            user=self.username,
+            ip=self.remote_ip,
+            path=self.fs.fs2ftp(file),
+        )
+
+
+def build_handler(
+    *,
+    authorizer: Authorizer,
+    bans: BanList,
+    layout: Layout,
+    ssl_context: SSL.Context,
+    on_upload: OnUpload,
+    passive_ports: tuple[int, int],
+    masquerade_address: str | None,
+    idle_timeout: float,
+    data_timeout: float,
+    max_upload_size: int,
+    auth_failed_delay: float = 3.0,
+) -> type[LcsyncFTPHandler]:
+    """A handler class (and data-channel class) of this server's own, so no state is shared between servers."""
+    dtp = type("ServerDTPHandler", (UploadDTPHandler,), {"timeout": data_timeout})
+    return type(
+        "ServerFTPHandler",
+        (LcsyncFTPHandler,),
+        {
+            "authorizer": authorizer,
+            "bans": bans,
+            "layout": layout,
+            "ssl_context": ssl_context,
+            "on_upload": staticmethod(on_upload),
+            "passive_ports": range(passive_ports[0], passive_ports[1] + 1),
+            "masquerade_address": masquerade_address,
+            "timeout": idle_timeout,
+            "dtp_handler": dtp,
+            "max_upload_size": max_upload_size,
+            "auth_failed_timeout": auth_failed_delay,
+        },
+    )
