@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 from ruamel.yaml import YAML
+from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError
 
 from core.errors import ConfigError
@@ -48,6 +49,23 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
 # --- value types -------------------------------------------------------------------------------------------------
+
+
+class _CrossCheckError(ValueError):
+    """Several problems, each at a key path relative to where the validator runs (so each gets its own line)."""
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(message for _, message in problems))
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a client or an environment (they name folders), or None when it can."""
+    if not _NAME.match(name):
+        return "a name must be 1 to 63 lower-case letters, digits, '_' or '-' (it names folders)"
+    if name in RESERVED_DIR_NAMES:
+        return "this name is reserved for lcsync's internal folders"
+    return None
 
 
 def _parse_network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -116,9 +134,9 @@ class TlsConfig(_Strict):
 
 
 class BanConfig(_Strict):
-    failures: int = Field(5, ge=1)
+    failures: int = Field(default=5, ge=1)
     within: Duration = 600.0
-    for_: Duration = Field(1800.0, alias="for")
+    for_: Duration = Field(default=1800.0, alias="for")
 
 
 class ListenAddress(_Strict):
@@ -162,8 +180,8 @@ class ServerConfig(_Strict):
     passive_ports: Annotated[tuple[int, int], BeforeValidator(_parse_port_range)] = (60000, 60099)
     masquerade_address: str | None = None
     tls: TlsConfig = TlsConfig()
-    max_connections: int = Field(256, ge=1)
-    max_connections_per_ip: int = Field(16, ge=1)
+    max_connections: int = Field(default=256, ge=1)
+    max_connections_per_ip: int = Field(default=16, ge=1)
     ban: BanConfig = BanConfig()
     max_upload_size: ByteSize = 1024**3
     http: str | None = "127.0.0.1:9121"
@@ -201,6 +219,22 @@ class EnvironmentConfig(_Strict):
     @classmethod
     def _schedule(cls, value: str) -> str:
         return value if value == "on_arrival" else _check_cron(value)
+
+    @field_validator("database")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value.replace("{data_dir}", "/data"))
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL (examples: sqlite:///{data_dir}/sandbox.db, postgresql+psycopg://user@host/db)"
+            ) from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError(f"{url.get_backend_name()!r} is not supported: use sqlite or postgresql+psycopg")
+        return value
 
 
 def _default_environments() -> dict[str, EnvironmentConfig]:
@@ -252,17 +286,20 @@ class TemplateConfig(_Strict):
     date_format: str = "%d/%m/%Y"
     delimiter: str | None = None
     mode: Literal["full", "delta"] = "full"
-    max_suspend_percent: float = Field(10.0, ge=0, le=100)
+    max_suspend_percent: float = Field(default=10.0, ge=0, le=100)
     on_row_error: Literal["skip", "reject"] = "skip"
 
     @field_validator("columns")
     @classmethod
     def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
-        for header, field in value.items():
-            if field not in LMS_USER_FIELDS:
-                raise ValueError(
-                    f"column {header!r} maps to unknown LMS field {field!r} (known: {', '.join(LMS_USER_FIELDS)})"
-                )
+        known = ", ".join(LMS_USER_FIELDS)
+        problems: list[tuple[tuple[str | int, ...], str]] = [
+            ((header,), f"column {header!r} maps to unknown LMS field {field!r} (known: {known})")
+            for header, field in value.items()
+            if field not in LMS_USER_FIELDS
+        ]
+        if problems:
+            raise _CrossCheckError(problems)
         return value
 
     @field_validator("delimiter")
@@ -275,11 +312,14 @@ class TemplateConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> TemplateConfig:
         mapped = set(self.columns.values())
+        problems: list[tuple[tuple[str | int, ...], str]] = []
         if self.key not in mapped:
-            raise ValueError(f"key {self.key!r} is not one of the mapped LMS fields in columns")
-        missing = [name for name in self.required if name not in mapped]
-        if missing:
-            raise ValueError(f"required field(s) {', '.join(missing)} not mapped by any column")
+            problems.append((("key",), f"{self.key!r} is not one of the LMS fields mapped in columns"))
+        for index, name in enumerate(self.required):
+            if name not in mapped:
+                problems.append((("required", index), f"required field {name!r} is not mapped by any column"))
+        if problems:
+            raise _CrossCheckError(problems)
         return self
 
 
@@ -340,8 +380,8 @@ class Config(_Strict):
     data_dir: Path = Path("./var")
     server: ServerConfig = ServerConfig()
     delivery_schedule: str = "5 0 * * *"
-    retention_days: int = Field(30, ge=1)
-    archive_days: int = Field(90, ge=1)
+    retention_days: int = Field(default=30, ge=1)
+    archive_days: int = Field(default=90, ge=1)
     environments: dict[str, EnvironmentConfig] = Field(default_factory=_default_environments, min_length=1)
     clients: dict[str, ClientConfig]
     source: Path | None = Field(None, exclude=True)
@@ -363,11 +403,11 @@ class Config(_Strict):
     @field_validator("environments", "clients")
     @classmethod
     def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for name in value:
-            if not _NAME.match(name):
-                raise ValueError(f"{name!r}: names must be lower-case letters, digits, '_' or '-' (they name folders)")
-            if name in RESERVED_DIR_NAMES:
-                raise ValueError(f"{name!r} is reserved for lcsync's internal folders")
+        problems: list[tuple[tuple[str | int, ...], str]] = [
+            ((name,), problem) for name in value if (problem := name_problem(str(name)))
+        ]
+        if problems:
+            raise _CrossCheckError(problems)
         return value
 
     @model_validator(mode="after")
@@ -423,12 +463,6 @@ class Config(_Strict):
         return list(account.allowed_ips if account.allowed_ips is not None else client.allowed_ips)
 
 
-class _CrossCheckError(ValueError):
-    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(message for _, message in problems))
-
-
 # --- loading -----------------------------------------------------------------------------------------------------
 
 
@@ -458,6 +492,12 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] = os.environ)
     yaml = YAML(typ="rt")
     try:
         document = yaml.load(text)
+    except DuplicateKeyError as exc:
+        mark = exc.problem_mark
+        line = f":{mark.line + 1}" if mark else ""
+        found = re.match(r'found duplicate key "(.*?)" with value', exc.problem or "")
+        key = f" {found.group(1)!r}" if found else ""
+        raise ConfigError(f"{path}{line}: duplicate key{key}: a key may appear only once in a mapping") from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
@@ -484,7 +524,11 @@ def _describe(exc: ValidationError, document: Any, path: Path) -> list[str]:
             for where, message in ctx_error.problems:
                 problems.append(_line(path, document, (*loc, *where), message))
             continue
-        problems.append(_line(path, document, loc, _message(error)))
+        if loc and loc[-1] == "password_hash" and error["type"] != "value_error":
+            message = "must be the argon2id hash (a string) from `lcsync hash-password`"
+        else:
+            message = _message(error)
+        problems.append(_line(path, document, loc, message))
     return problems
 
 
