@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from OpenSSL import SSL
+from pyftpdlib.exceptions import _RetryError
 from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
+from pyftpdlib.log import logger as ftplog
 
 from core.config import is_temporary_name
 from core.layout import Layout
@@ -30,6 +33,8 @@ log = logging.getLogger("lcsync.ftp")
 # ends at the same moment instead of waiting for the 226.
 CONTROL_GRACE_SECONDS = 0.25
 
+_RETRY_ERRNOS = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR}
+
 OnUpload = Callable[[Account, Path, str, str], None]  # (account, path in upload/, username, remote ip)
 
 
@@ -37,6 +42,23 @@ class UploadDTPHandler(TLS_DTPHandler):
     """A data channel that tells a complete upload from one that merely stopped."""
 
     _verdict_given = False
+    _reset: str | None = None
+
+    def recv(self, buffer_size: int) -> bytes:
+        if isinstance(self.socket, SSL.Connection):
+            return super().recv(buffer_size)
+        # pyftpdlib reads a reset like a clean end of stream; on plain FTP that would pass a cut file as complete.
+        try:
+            data = self.socket.recv(buffer_size)
+        except OSError as err:
+            if err.errno in _RETRY_ERRNOS:
+                raise _RetryError from err
+            self._reset = f"data connection lost: {os.strerror(err.errno) if err.errno else err}"
+            self.handle_close()
+            return b""
+        if not data:
+            self.handle_close()
+        return data
 
     def close(self) -> None:
         if not self._verdict_given and not self._closed:
@@ -46,10 +68,13 @@ class UploadDTPHandler(TLS_DTPHandler):
                 if problem:
                     self.transfer_finished = False
                     self.cmd_channel.upload_problem = problem
-                    self._resp = (f"451 Upload incomplete ({problem}); the file was discarded, send it again.", None)
+                    reply = f"451 Upload incomplete ({problem}); the file was discarded, send it again."
+                    self._resp = (reply, ftplog.debug)
         super().close()
 
     def _incomplete_reason(self) -> str | None:
+        if self._reset:
+            return self._reset
         if isinstance(self.socket, SSL.Connection):
             # Under TLS only the client's close_notify proves the stream ended where the client meant it to.
             if not self.socket.get_shutdown() & SSL.RECEIVED_SHUTDOWN:
@@ -155,12 +180,12 @@ class LcsyncFTPHandler(TLS_FTPHandler):
 
     def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
         account = self.account
-        if account is not None and account.require_tls and cmd in ("PASV", "EPSV", "PORT", "EPRT", "LPSV", "LPRT"):
-            if not self._prot:
-                msg = "SSL/TLS required on the data channel: send PBSZ 0 and PROT P first."
-                self.respond("550 " + msg)
-                self.log_cmd(cmd, args[0] if args else "", 550, msg)
-                return
+        data_command = cmd in ("PASV", "EPSV", "PORT", "EPRT", "LPSV", "LPRT")
+        if account is not None and account.require_tls and data_command and not self._prot:
+            msg = "SSL/TLS required on the data channel: send PBSZ 0 and PROT P first."
+            self.respond("550 " + msg)
+            self.log_cmd(cmd, args[0] if args else "", 550, msg)
+            return
         super().process_command(cmd, *args, **kwargs)
 
     def _upload_name_refusal(self, path: str) -> str | None:
@@ -253,7 +278,7 @@ class LcsyncFTPHandler(TLS_FTPHandler):
         event(
             log, "upload_incomplete", logging.WARNING, user=self.username, ip=self.remote_ip,
             path=self.fs.fs2ftp(str(target)) if target else None, bytes=received,
-            reason=self.upload_problem or "transfer aborted", action="discarded",
+            reason=self.upload_problem or "connection closed before the upload ended", action="discarded",
         )  # fmt: skip
 
     def _incoming_target(self, file: str) -> Path | None:
