@@ -61,6 +61,8 @@ class UploadDTPHandler(TLS_DTPHandler):
         return data
 
     def close(self) -> None:
+        if self._ssl_accepting and not self._error and not self._closed and self._finish_handshake():
+            return  # closed once the handshake completes (handle_ssl_established) or fails
         if not self._verdict_given and not self._closed:
             self._verdict_given = True
             if self.receive and self.transfer_finished and self.file_obj is not None:
@@ -71,6 +73,38 @@ class UploadDTPHandler(TLS_DTPHandler):
                     reply = f"451 Upload incomplete ({problem}); the file was discarded, send it again."
                     self._resp = (reply, ftplog.debug)
         super().close()
+
+    _close_deferred = False
+
+    def _finish_handshake(self) -> bool:
+        """Complete a TLS handshake still in progress before closing; True when the close must wait for it.
+
+        pyftpdlib closes a data connection that has nothing to send (an empty listing) as soon as it can, which can
+        be before it has noticed that the handshake finished. It then drops the TCP connection without close_notify,
+        and clients such as Python's ftplib fail the listing ("shutdown while in init").
+        """
+        if self._close_deferred:
+            return False
+        try:
+            self.socket.do_handshake()
+        except (SSL.WantReadError, SSL.WantWriteError):
+            self._close_deferred = True
+            self.ioloop.call_later(5.0, self._give_up_handshake, _errback=self.handle_error)
+            return True
+        except (SSL.Error, OSError):
+            return False
+        self._ssl_accepting = False
+        self._ssl_established = True
+        return False
+
+    def handle_ssl_established(self) -> None:
+        if self._close_deferred:
+            self.close()
+
+    def _give_up_handshake(self) -> None:
+        if not self._closed:
+            self._error = True
+            self.close()
 
     def _incomplete_reason(self) -> str | None:
         if self._reset:
