@@ -476,7 +476,8 @@ def config_path(explicit: str | os.PathLike[str] | None = None, environ: Mapping
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] = os.environ) -> Config:
     """Read and validate one accounts.yaml. Raises ConfigError listing every mistake with its line and key path.
 
-    A relative ``data_dir`` is taken relative to the configuration file's folder; ``LCSYNC_DATA_DIR`` overrides it.
+    A relative ``data_dir`` is taken relative to the configuration file's folder; ``LCSYNC_DATA_DIR`` overrides it
+    (a relative one is taken relative to the current folder, as any path given on a command line).
     """
     path = Path(path)
     try:
@@ -511,12 +512,14 @@ def parse_config(text: str, path: Path, environ: Mapping[str, str] = os.environ)
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, document, path)) from None
-    data_dir = config.data_dir if config.data_dir.is_absolute() else (path.parent / config.data_dir)
+    base = Path.cwd() if environ.get("LCSYNC_DATA_DIR") else path.parent
+    data_dir = config.data_dir if config.data_dir.is_absolute() else (base / config.data_dir)
     return config.model_copy(update={"data_dir": Path(os.path.normpath(data_dir.absolute())), "source": path})
 
 
 def _describe(exc: ValidationError, document: Any, path: Path) -> list[str]:
-    problems: list[str] = []
+    """One line per problem, in file order."""
+    problems: list[tuple[int, str]] = []
     for error in exc.errors():
         loc = tuple(part for part in error["loc"] if not isinstance(part, str) or not part.startswith("function-"))
         ctx_error = (error.get("ctx") or {}).get("error")
@@ -529,7 +532,7 @@ def _describe(exc: ValidationError, document: Any, path: Path) -> list[str]:
         else:
             message = _message(error)
         problems.append(_line(path, document, loc, message))
-    return problems
+    return [text for _, text in sorted(problems, key=lambda problem: problem[0])]
 
 
 def _message(error: Any) -> str:
@@ -546,11 +549,12 @@ def _message(error: Any) -> str:
     return message
 
 
-def _line(path: Path, document: Any, loc: tuple[Any, ...], message: str) -> str:
+def _line(path: Path, document: Any, loc: tuple[Any, ...], message: str) -> tuple[int, str]:
+    """The line number (0 when unknown) and the text of one problem."""
     key_path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
     line = _find_line(document, loc)
     where = f"{path}:{line}" if line else str(path)
-    return f"{where}: {key_path}: {message}" if key_path else f"{where}: {message}"
+    return line or 0, f"{where}: {key_path}: {message}" if key_path else f"{where}: {message}"
 
 
 def _find_line(document: Any, loc: tuple[Any, ...]) -> int | None:
