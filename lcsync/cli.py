@@ -48,11 +48,16 @@ class _Lcsync(click.Group):
                 click.echo(problem, err=True)
             ctx.exit(2)
         except UsageError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {_one_line(exc)}", err=True)
             ctx.exit(2)
         except LcsyncError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {_one_line(exc)}", err=True)
             ctx.exit(1)
+
+
+def _one_line(exc: Exception) -> str:
+    """The message on one line (a database driver's message may span several)."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 def config_option(command: F) -> F:
@@ -80,7 +85,7 @@ def _environments(config: Config, env: str | None) -> list[str]:
     return [env]
 
 
-@click.group(cls=_Lcsync, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="lcsync", cls=_Lcsync, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lcsync", prog_name="lcsync")
 def cli() -> None:
     """lcsync: the FTP/FTPS bridge between the LMS and each client's HR or payroll system.
