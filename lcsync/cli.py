@@ -111,10 +111,8 @@ def serve(ctx: click.Context, config_file: Path | None) -> None:
     The configuration is checked first; an invalid one is refused (exit 2) and nothing starts.
     """
     config = _load(config_file)
-    from core.log import setup_logging
     from lcsync import service  # imported here so that every other command works without the service's modules
 
-    setup_logging()
     ctx.exit(service.serve(config))
 
 

@@ -290,6 +290,33 @@ def test_accounts_add_on_an_invalid_file_lists_its_problems(invoke: Callable[...
     )
 
 
+def test_accounts_add_of_a_client_without_addresses_warns_that_it_cannot_log_in(
+    invoke: Callable[..., Result], hand_written: Path
+) -> None:
+    result = invoke("accounts", "add", "initech", "--env", "sandbox", "--config", hand_written)
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        "Warning: initech/sandbox has no allowed IP address, so no login is accepted yet: set allowed_ips.\n"
+    )
+    [(_, lines)] = inserted_lines(HAND_WRITTEN, hand_written.read_text(encoding="utf-8"))
+    assert lines[1] == "    allowed_ips: []\n"
+    assert load_config(hand_written, {}).allowed_networks("initech", "sandbox") == []
+
+
+def test_accounts_add_keeps_windows_line_endings(invoke: Callable[..., Result], hand_written: Path) -> None:
+    original = HAND_WRITTEN.replace("\n", "\r\n")
+    hand_written.write_bytes(original.encode())
+
+    result = invoke("accounts", "add", "acme", "--env", "production", "--config", hand_written)
+
+    assert result.exit_code == 0, result.output
+    after = hand_written.read_bytes().decode()
+    assert after.count("\r\n") == after.count("\n") == original.count("\n") + 1
+    [(_, lines)] = inserted_lines(original, after)
+    assert lines[0].startswith("      production: {username: acme, ") and lines[0].endswith("}\r\n")
+
+
 # --- accounts passwd ---------------------------------------------------------------------------------------------
 
 
@@ -307,6 +334,26 @@ def test_accounts_passwd_replaces_the_hash_in_place(invoke: Callable[..., Result
     after = hand_written.read_text(encoding="utf-8")
     assert after == HAND_WRITTEN.replace(ACME_SANDBOX, account.password_hash)
     assert password not in after
+
+
+def test_accounts_passwd_in_a_block_style_file_changes_one_line(
+    invoke: Callable[..., Result], config_file: Path
+) -> None:
+    before = config_file.read_text(encoding="utf-8")
+
+    result = invoke("accounts", "passwd", "globex", "--env", "production", "--config", config_file)
+
+    assert result.exit_code == 0, result.output
+    after = config_file.read_text(encoding="utf-8")
+    changed = [(old, new) for old, new in zip(before.splitlines(), after.splitlines(), strict=True) if old != new]
+    new_hash = load_config(config_file, {}).clients["globex"].accounts["production"].password_hash
+    assert changed == [
+        (
+            f"        password_hash: {password_hash(PASSWORDS[('globex', 'production')])}",
+            f"        password_hash: {new_hash}",
+        )
+    ]
+    assert verify_password(new_hash, printed_password(result))
 
 
 def test_accounts_passwd_of_a_missing_account_is_a_usage_error(

@@ -123,10 +123,12 @@ def test_plaintext_password_is_refused(problems: Callable[..., list[str]]) -> No
     text = MINIMAL.replace(
         f'{{username: acme, password_hash: "{HASH}"}}', '{username: acme, password_hash: "Tr0ub4dor&3"}'
     )
-    assert problems(text) == [
+    found = problems(text)
+    assert found == [
         "accounts.yaml:6: clients.acme.accounts.production.password_hash: looks like a plaintext password, which "
         "must never be stored; put the argon2id hash from `lcsync hash-password` here"
     ]
+    assert "Tr0ub4dor" not in found[0]
 
 
 def test_numeric_password_is_refused_without_being_repeated(problems: Callable[..., list[str]]) -> None:
