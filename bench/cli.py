@@ -42,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--client-procs", type=int, default=2, help="client processes sharing them (default 2)")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per load measurement (default 8)")
     parser.add_argument("--refused-clients", type=int, default=50, help="concurrent refused clients (default 50)")
-    parser.add_argument("--flood-clients", type=int, default=200, help="concurrent flood connections (default 200)")
+    parser.add_argument("--flood-clients", type=int, default=50, help="concurrent flood clients (default 50)")
+    parser.add_argument(
+        "--flood-mode",
+        choices=("hitandrun", "refused"),
+        default="hitandrun",
+        help="flood clients close right after PASS (hitandrun, default) or wait for each 530 (refused)",
+    )
     parser.add_argument("--latency-logins", type=int, default=40, help="allowed logins timed per repetition")
     parser.add_argument("--no-threaded-reference", action="store_true", help="skip pyftpdlib ThreadedFTPServer")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, configs)")
@@ -118,12 +124,13 @@ def main(argv: list[str] | None = None) -> int:
                 running(names), args.repeat, args.clients, args.client_procs, args.duration, log
             )
         if "refused" in only:
-            log(f"refused: {args.refused_clients} clients from {logins.REFUSED_SOURCE}, {args.duration:.0f} s each")
-            results["refused"] = logins.refused(
-                running(needs["refused"]), args.repeat, args.refused_clients, args.client_procs, args.duration, log
-            )
+            for mode, key, n in (("refused", "refused", args.refused_clients), ("hitandrun", "refused_hitandrun", 50)):
+                log(f"{key}: {n} clients from {logins.REFUSED_SOURCE}, {args.duration:.0f} s each")
+                results[key] = logins.refused(
+                    running(needs["refused"]), args.repeat, n, args.client_procs, args.duration, mode, log
+                )
         if "flood" in only and SUBJECT in servers:
-            log(f"flood: {args.flood_clients} refused connections while timing {args.latency_logins} allowed logins")
+            log(f"flood: {args.flood_clients} {args.flood_mode} clients, {args.latency_logins} allowed logins timed")
             results["flood"] = logins.flood(
                 servers[SUBJECT],
                 args.repeat,
@@ -131,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.flood_clients,
                 args.client_procs,
                 max(args.duration, 10.0),
+                args.flood_mode,
                 log,
             )
         results["cpu_accounting"] = {name: server.group.kind for name, server in servers.items()}
@@ -151,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     results["finished"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    _print_tables(results, wanted, only)
     out = args.output or RESULTS / f"{started:%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, default=str))
+    _print_tables(results, wanted, only)
     log(f"\nresults: {out}")
     return 1 if "error" in results else 0
 
@@ -193,9 +201,12 @@ def _print_tables(results: dict[str, Any], wanted: list[str], only: list[str]) -
         names = [*wanted, "pyftpdlib-threaded"]
         print(report.load_table(results["sessions"], [n for n in names if n in results["sessions"]] or names,
                                 "session", SUBJECT))  # fmt: skip
-    if "refused" in results:
-        print("\n## Refused logins from 127.0.0.2 (lcsync: address not allowed; pyftpdlib: wrong password)\n")
-        print(report.load_table(results["refused"], list(results["refused"]) or [SUBJECT], "refused login"))
+    for key, how in (("refused", "each client waits for the 530"), ("refused_hitandrun", "clients close after PASS")):
+        if key in results:
+            print(f"\n## Refused logins from 127.0.0.2, {how}")
+            print("(lcsync: address not allowed, right password; pyftpdlib: wrong password; CPU is per connection")
+            print("from 127.0.0.2, refused logins and connections turned away with 421 alike)\n")
+            print(report.load_table(results[key], list(results[key]) or [SUBJECT], "refused login"))
     if "flood" in only:
         print("\n## Allowed logins during a refused flood (lcsync)\n")
         print(report.flood_table(results.get("flood")))

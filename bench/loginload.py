@@ -3,6 +3,8 @@
 Modes:
 - ``sessions``: each thread loops connect, USER, PASS (230 expected), PWD, QUIT.
 - ``refused``: each thread loops connect from ``--source`` (e.g. 127.0.0.2), USER, PASS, expecting 530, then closes.
+- ``hitandrun``: the same, but the client closes right after sending PASS instead of waiting for the (delayed) 530,
+  as a flooding attacker would; each PASS sent after a 331 counts.
 - ``latency``: one thread, logins one after another (connect to 230), each timed.
 
 Every loop stops at ``--duration`` seconds after ``--start-at`` or after ``--max-per-thread`` iterations, whichever
@@ -75,6 +77,22 @@ def _refused(args: argparse.Namespace, tally: Tally) -> None:
         ftp.close()
 
 
+def _hit_and_run(args: argparse.Namespace, tally: Tally) -> None:
+    ftp = ftplib.FTP(timeout=args.timeout)
+    try:
+        ftp.connect(args.host, args.port, source_address=(args.source, 0) if args.source else None)
+        reply = ftp.sendcmd(f"USER {args.user}")
+        if not reply.startswith("331"):
+            tally.add(error=f"reply {reply[:3]}")
+            return
+        ftp.putcmd(f"PASS {args.password}")
+        tally.add(ok=1)
+    except (OSError, EOFError, ftplib.Error) as exc:
+        tally.add(error=_error_name(exc))
+    finally:
+        ftp.close()
+
+
 def _latency(args: argparse.Namespace, tally: Tally) -> None:
     ftp = ftplib.FTP(timeout=args.timeout)
     started = time.perf_counter()
@@ -89,7 +107,7 @@ def _latency(args: argparse.Namespace, tally: Tally) -> None:
         ftp.close()
 
 
-MODES = {"sessions": _session, "refused": _refused, "latency": _latency}
+MODES = {"sessions": _session, "refused": _refused, "hitandrun": _hit_and_run, "latency": _latency}
 
 
 def main(argv: list[str] | None = None) -> int:

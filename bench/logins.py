@@ -33,8 +33,15 @@ class LoadResult:
         return self.ok / self.seconds if self.seconds > 0 else 0.0
 
     @property
+    def turned_away(self) -> int:
+        """Connections the server refused before any login (421: too many connections)."""
+        return self.errors.get("reply 421", 0)
+
+    @property
     def cpu_per_op_ms(self) -> float:
-        return 1000.0 * self.server_cpu / self.ok if self.ok else float("nan")
+        """Server CPU per completed operation; connections turned away with 421 count as operations too."""
+        done = self.ok + self.turned_away
+        return 1000.0 * self.server_cpu / done if done else float("nan")
 
 
 def _client_argv(mode: str, server: Server, threads: int, duration: float, start_at: float, **extra: Any) -> list[str]:
@@ -133,6 +140,7 @@ def _load_summary(raw: dict[str, list[LoadResult]]) -> dict[str, Any]:
             "per_s": rate.as_dict() if rate else None,
             "cpu_ms_per_op": cpu.as_dict() if cpu else None,
             "ok": [r.ok for r in results],
+            "turned_away": [r.turned_away for r in results],
             "errors": [r.errors for r in results],
             "server_cpu_s": [r.server_cpu for r in results],
             "seconds": [r.seconds for r in results],
@@ -140,22 +148,25 @@ def _load_summary(raw: dict[str, list[LoadResult]]) -> dict[str, Any]:
     return out
 
 
-def refused(servers: list[Server], repeat: int, clients: int, processes: int, duration: float, log: Any) -> dict:
+def refused(
+    servers: list[Server], repeat: int, clients: int, processes: int, duration: float, mode: str, log: Any
+) -> dict[str, Any]:
     """Server CPU per refused login from 127.0.0.2.
 
     lcsync: the bench account allows only 127.0.0.1, and the clients send the right password, so any hashing or
     cache use would be a bug. Bare pyftpdlib (no address rules) gets a wrong password instead, as a reference for
-    what one failed login costs a pyftpdlib server at all.
+    what one failed login costs a pyftpdlib server at all. ``mode`` is ``refused`` (each client waits for the 530)
+    or ``hitandrun`` (each client closes right after sending PASS).
     """
     raw: dict[str, list[LoadResult]] = {s.name: [] for s in servers}
     for rep in range(repeat):
         order = servers[rep % len(servers) :] + servers[: rep % len(servers)]
         for server in order:
             target = server if server.name == "lcsync" else _wrong_password(server)
-            result = run_load(target, "refused", clients, processes, duration, source=REFUSED_SOURCE)
+            result = run_load(target, mode, clients, processes, duration, source=REFUSED_SOURCE)
             raw[server.name].append(result)
             log(
-                f"  refused rep {rep + 1}/{repeat} {server.name:18} {result.ok:6d} refused "
+                f"  {mode} rep {rep + 1}/{repeat} {server.name:18} {result.ok:6d} refused "
                 f"({result.rate:6.1f}/s) cpu {result.cpu_per_op_ms:6.3f} ms each, errors {result.errors or '-'}"
             )
     return _load_summary(raw)
@@ -175,21 +186,25 @@ def latency(server: Server, count: int, timeout: float) -> LoadResult:
 
 
 def flood(
-    server: Server, repeat: int, logins: int, clients: int, processes: int, duration: float, log: Any
+    server: Server, repeat: int, logins: int, clients: int, processes: int, duration: float, mode: str, log: Any
 ) -> dict[str, Any]:
-    """Allowed-login latency without and with a flood of refused logins from 127.0.0.2, alternating, pooled."""
+    """Allowed-login latency without and with a flood of refused logins from 127.0.0.2, alternating, pooled.
+
+    The flood runs ``duration`` seconds per repetition; the allowed logins are timed inside it, after a 1 s ramp.
+    """
     warm_up(server)
     pooled: dict[str, list[float]] = {"quiet": [], "flood": []}
     errors: dict[str, dict[str, int]] = {"quiet": {}, "flood": {}}
-    flood_counts: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
     for rep in range(repeat):
         quiet = latency(server, logins, duration)
         pooled["quiet"] += quiet.latencies
         _merge(errors["quiet"], quiet.errors)
+        procs.wait_quiet(server.cpu, timeout=30)
+        before = server.cpu()
         start_at = time.time() + 1.0
         argvs = [
-            _client_argv("refused", server, n, duration, start_at, source=REFUSED_SOURCE)
-            for n in _split(clients, processes)
+            _client_argv(mode, server, n, duration, start_at, source=REFUSED_SOURCE) for n in _split(clients, processes)
         ]
         flooders = _spawn_clients(argvs)
         try:
@@ -197,20 +212,29 @@ def flood(
             during = latency(server, logins, max(1.0, duration - 3.0))
         finally:
             flood_results = _collect(flooders, timeout=duration + 180)
+        procs.wait_quiet(server.cpu, timeout=30)
+        cpu = server.cpu() - before
         pooled["flood"] += during.latencies
         _merge(errors["flood"], during.errors)
-        refused_total = sum(r["ok"] for r in flood_results)
+        attempts = sum(r["ok"] for r in flood_results)
+        seconds = max(r["end"] for r in flood_results) - min(r["begin"] for r in flood_results)
         flood_errors: dict[str, int] = {}
         for r in flood_results:
             _merge(flood_errors, r["errors"])
-        flood_counts.append({"refused": refused_total, "errors": flood_errors})
+        connections = attempts + flood_errors.get("reply 421", 0)
+        run = {"attempts": attempts, "per_s": attempts / seconds if seconds > 0 else 0.0, "errors": flood_errors}
+        run["server_cpu_s"] = cpu
+        # Per connection from 127.0.0.2 (refused logins and 421s alike); the allowed logins' CPU is included.
+        run["cpu_ms_per_attempt"] = 1000 * cpu / connections if connections else None
+        runs.append(run)
         log(
             f"  flood rep {rep + 1}/{repeat} quiet p50 {1000 * percentile(quiet.latencies, 50):6.2f} ms, "
             f"flood p50 {1000 * percentile(during.latencies, 50):6.2f} ms p99 "
-            f"{1000 * percentile(during.latencies, 99):7.2f} ms ({during.ok}/{logins} ok, {refused_total} refused "
-            f"in the flood, errors {during.errors or '-'} / {flood_errors or '-'})"
+            f"{1000 * percentile(during.latencies, 99):7.2f} ms ({during.ok}/{logins} ok, {attempts} refused "
+            f"attempts at {run['per_s']:.0f}/s, server cpu {cpu:.2f} s, errors {during.errors or '-'} / "
+            f"{flood_errors or '-'})"
         )
-    out: dict[str, Any] = {"flood_clients": clients, "flood": flood_counts}
+    out: dict[str, Any] = {"flood_clients": clients, "flood_mode": mode, "flood_runs": runs}
     for phase, values in pooled.items():
         out[phase] = {
             "n": len(values),

@@ -117,11 +117,13 @@ def flood_table(result: dict[str, Any] | None) -> str:
             f"| {label} | {entry['n']} | {entry['p50_ms']:.2f} | {entry['p99_ms']:.2f} | "
             f"{entry['max_ms'] or 0:.2f} | {entry['errors'] or '-'} |"
         )
-    if result and result.get("flood"):
-        refused = [f["refused"] for f in result["flood"]]
+    if result and result.get("flood_runs"):
+        runs = result["flood_runs"]
         lines.append("")
         lines.append(
-            f"- flood: {result['flood_clients']} concurrent connections from 127.0.0.2; refused logins per "
-            f"repetition: {refused}; flood client errors: {[f['errors'] for f in result['flood']]}"
+            f"- flood: {result['flood_clients']} concurrent {result['flood_mode']} clients from 127.0.0.2; "
+            f"refused attempts/s per repetition: {[round(r['per_s']) for r in runs]}; server CPU ms per attempt "
+            f"(allowed logins included): {[round(r['cpu_ms_per_attempt'] or 0, 3) for r in runs]}; "
+            f"flood client errors: {[r['errors'] for r in runs]}"
         )
     return "\n".join(lines)

@@ -12,6 +12,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +71,18 @@ class Server:
             for entry in folder.rglob("*"):
                 if entry.is_file() or entry.is_symlink():
                     entry.unlink(missing_ok=True)
+
+    def settle_upload(self, timeout: float = 10.0) -> None:
+        """Give the server time to finish what a completed upload starts before the next measurement.
+
+        lcsync queues a matching upload and its on_arrival import takes it out of upload/ (the bench's file is
+        random bytes, so the import rejects it). Wait, with a deadline, for the file to leave upload/.
+        """
+        if not self.cleanup_dirs:
+            return
+        deadline = time.monotonic() + timeout
+        while self.upload_local.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def stop(self) -> None:
         procs.stop_group(self.proc)

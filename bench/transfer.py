@@ -70,7 +70,11 @@ def measure_one(server: Server, direction: str, tls: bool, shared: Shared, repet
     while set(procs.children(server.pid)) - baseline_children and time.monotonic() < deadline:
         time.sleep(0.02)  # vsftpd: its session processes' CPU is counted once they are reaped
     during = server.cpu() - before
-    after = procs.wait_quiet(server.cpu)
+    mark = server.cpu()
+    if direction == "upload" and ok:
+        server.settle_upload()
+    procs.wait_quiet(server.cpu)
+    after = server.cpu() - mark
     if direction == "upload":
         server.clean_uploads()
     if ok and not server.alive():
