@@ -90,4 +90,5 @@ class HomeFS(AbstractedFS):
         incoming.mkdir(parents=True, exist_ok=True)
         temporary = incoming / f"{uuid.uuid4().hex}.upload"
         handle = open(temporary, "xb")  # noqa: SIM115 - closed by pyftpdlib's data channel
+        handler.incoming[str(temporary)] = filename
         return SizeLimitedFile(handle, filename, handler.max_upload_size)

@@ -5,18 +5,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import select
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from OpenSSL import SSL
-from pyftpdlib.exceptions import _RetryError
-from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
+from pyftpdlib.exceptions import _FileReadWriteError, _RetryError
+from pyftpdlib.handlers import DTPHandler, TLS_DTPHandler, TLS_FTPHandler
 from pyftpdlib.log import logger as ftplog
 
 from core.config import is_temporary_name
@@ -33,6 +35,7 @@ log = logging.getLogger("lcsync.ftp")
 # ends at the same moment instead of waiting for the 226.
 CONTROL_GRACE_SECONDS = 0.25
 
+TRANSFER_COMMANDS = frozenset({"APPE", "LIST", "MLSD", "NLST", "RETR", "STOR", "STOU"})
 _RETRY_ERRNOS = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR}
 
 OnUpload = Callable[[Account, Path, str, str], None]  # (account, path in upload/, username, remote ip)
@@ -43,6 +46,11 @@ class UploadDTPHandler(TLS_DTPHandler):
 
     _verdict_given = False
     _reset: str | None = None
+
+    def __init__(self, sock: Any, cmd_channel: Any) -> None:
+        super().__init__(sock, cmd_channel)
+        if not self.connected:  # the client reset it between connect and accept; pyftpdlib would wait forever
+            cmd_channel.data_connection_failed()
 
     def recv(self, buffer_size: int) -> bytes:
         if isinstance(self.socket, SSL.Connection):
@@ -75,6 +83,20 @@ class UploadDTPHandler(TLS_DTPHandler):
         super().close()
 
     _close_deferred = False
+
+    def handle_error(self) -> None:
+        # SSLConnectionMixin's handle_error (first in the MRO) closes without any reply, leaving the client waiting
+        # for one; DTPHandler's answers 426. Both paths must end with a reply.
+        self._error = True
+        exc = sys.exc_info()[1]
+        cause = getattr(exc, "__cause__", None)
+        if isinstance(exc, _FileReadWriteError) and isinstance(cause, OSError) and cause.errno == errno.EFBIG:
+            limit = self.cmd_channel.max_upload_size
+            self.cmd_channel.upload_problem = f"larger than the {limit}-byte upload limit"
+            self._resp = (f"552 Upload refused: the file is larger than the {limit}-byte limit.", ftplog.warning)
+            self.close()
+            return
+        DTPHandler.handle_error(self)
 
     def _finish_handshake(self) -> bool:
         """Complete a TLS handshake still in progress before closing; True when the close must wait for it.
@@ -159,6 +181,7 @@ class LcsyncFTPHandler(TLS_FTPHandler):
         self.account: Account | None = None
         self.login_failure_reason: str | None = None
         self.upload_problem: str | None = None
+        self.incoming: dict[str, str] = {}  # in-flight file under incoming/ -> its path in upload/
         sessions = getattr(self, "sessions", None)
         if sessions is not None:
             sessions.add(self)
@@ -208,11 +231,44 @@ class LcsyncFTPHandler(TLS_FTPHandler):
         event(log, "logout", user=username, ip=self.remote_ip)
 
     def on_disconnect(self) -> None:
+        for temporary, final in list(self.incoming.items()):  # a STOR whose data connection never came
+            self.incoming.pop(temporary, None)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+                event(log, "upload_incomplete", logging.WARNING, user=self.username, ip=self.remote_ip,
+                      path=os.path.basename(final), bytes=0, reason="session ended before the data arrived",
+                      action="discarded")  # fmt: skip
         event(log, "disconnect", ip=self.remote_ip, user=self.username or None)
 
     # --- policy on commands ----------------------------------------------------------------------------------------
 
+    _data_connection_lost = False
+
+    def data_connection_failed(self) -> None:
+        """The data connection died before it could be used: answer the transfer command waiting for it, or the next."""
+        reply = "425 The data connection was lost before the transfer started; try again."
+        if self._in_dtp_queue is not None:
+            file_obj = self._in_dtp_queue[0]
+            self._in_dtp_queue = None
+            file_obj.close()
+            if isinstance(file_obj, SizeLimitedFile):
+                self.upload_problem = "data connection lost before the transfer started"
+                self.on_incomplete_file_received(file_obj.name)
+            self.respond(reply)
+        elif self._out_dtp_queue is not None:
+            file_obj = self._out_dtp_queue[2]
+            self._out_dtp_queue = None
+            if file_obj is not None:
+                file_obj.close()
+            self.respond(reply)
+        else:
+            self._data_connection_lost = True
+
     def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
+        if self._data_connection_lost and cmd in TRANSFER_COMMANDS:
+            self._data_connection_lost = False
+            self.respond("425 The data connection was lost before the transfer started; try again.")
+            return
         account = self.account
         data_command = cmd in ("PASV", "EPSV", "PORT", "EPRT", "LPSV", "LPRT")
         if account is not None and account.require_tls and data_command and not self._prot:
@@ -317,10 +373,8 @@ class LcsyncFTPHandler(TLS_FTPHandler):
 
     def _incoming_target(self, file: str) -> Path | None:
         """The upload/ path that the in-flight file ``file`` (under incoming/) was sent to."""
-        file_obj = getattr(self.data_channel, "file_obj", None)
-        if isinstance(file_obj, SizeLimitedFile) and file_obj.name == file:
-            return Path(file_obj.final_path)
-        return None
+        final = self.incoming.pop(file, None)
+        return Path(final) if final else None
 
     def _queue(self, path: Path) -> None:
         account = self.account
