@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat as stat_module
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +54,11 @@ def is_queued(db: Database, path: Path) -> bool:
         stat = path.stat()
     except FileNotFoundError:
         return False
-    with db.session() as session:
-        found = session.scalar(select(ImportJob.id).where(ImportJob.source_key == source_key(stat)))
+    try:
+        with db.session() as session:
+            found = session.scalar(select(ImportJob.id).where(ImportJob.source_key == source_key(stat)))
+    except (OperationalError, InterfaceError) as exc:
+        raise DatabaseUnavailable(f"{db.env} database unavailable: {exc.orig}") from exc
     return found is not None
 
 
@@ -65,11 +69,12 @@ def enqueue(layout: Layout, db: Database, arrival: Arrival) -> ImportJob | None:
     """
     path = arrival.path
     try:
-        stat = path.stat()
+        stat = path.lstat()
     except FileNotFoundError as exc:
         raise QueueError(f"{path} vanished before it could be queued") from exc
-    # A read-only entry in upload/ tells the client (and an operator) that the file waits for import.
-    os.chmod(path, 0o444)
+    if not stat_module.S_ISREG(stat.st_mode):
+        # A symbolic link could lead outside the home; only a regular file is an upload.
+        raise QueueError(f"{path.name} is not a regular file")
     spool = layout.spool_dir(arrival.env, arrival.client)
     spool.mkdir(parents=True, exist_ok=True)
     spooled = spool / f"{uuid.uuid4().hex}_{path.name}"
@@ -97,6 +102,12 @@ def enqueue(layout: Layout, db: Database, arrival: Arrival) -> ImportJob | None:
     except BaseException:
         spooled.unlink(missing_ok=True)
         raise
+    # Only now that the job exists: a read-only entry in upload/ tells the client (and an operator) that the file
+    # waits for import, and a failed enqueue leaves the upload exactly as it was.
+    try:
+        os.chmod(path, 0o444)
+    except OSError as exc:
+        event(log, "upload_chmod_failed", logging.WARNING, env=arrival.env, file=path.name, error=exc.strerror)
     event(
         log, "upload_queued", env=arrival.env, client=arrival.client, file=path.name, job=job.id,
         size=stat.st_size, via=arrival.via, user=arrival.username, ip=arrival.remote_ip,
@@ -106,7 +117,7 @@ def enqueue(layout: Layout, db: Database, arrival: Arrival) -> ImportJob | None:
 
 def _link_or_copy(source: Path, target: Path) -> None:
     try:
-        os.link(source, target)
+        os.link(source, target, follow_symlinks=False)
     except OSError as exc:
         if exc.errno not in (18, 1, 95, 38):  # EXDEV, EPERM, EOPNOTSUPP, ENOSYS: no hard links here
             raise QueueError(f"cannot spool {source.name}: {exc.strerror}") from exc
