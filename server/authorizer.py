@@ -30,9 +30,10 @@ log = logging.getLogger("lcsync.auth")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# What each place in a home allows, in pyftpdlib's letters: e=CWD l=LIST r=RETR w=STOR f=rename d=DELE T=MFMT.
+# What each place in a home allows, in pyftpdlib's letters: e=CWD l=LIST r=RETR w=STOR a=APPE (refused with a reason
+# by the handler) f=rename d=DELE T=MFMT.
 ROOT_PERMS = "el"
-FOLDER_PERMS = {"upload": "elwfT", "reports": "elrd", "results": "elrd"}
+FOLDER_PERMS = {"upload": "elwafT", "reports": "elrd", "results": "elrd"}
 
 
 class LoginRefused(AuthenticationFailed):

@@ -194,7 +194,8 @@ class LcsyncFTPHandler(TLS_FTPHandler):
             event(log, "connect_refused_banned", logging.WARNING, ip=self.remote_ip, ban_left_s=round(left))
             minutes = max(1, round(left / 60))
             self.respond(f"421 Too many failed logins from your address; try again in {minutes} minute(s).")
-            self.close_when_done()
+            # Close now, as pyftpdlib does for too many connections: the reply fits in the fresh socket's buffer.
+            self.close()
             return
         event(log, "connect", ip=self.remote_ip, port=self.remote_port)
         super().handle()
