@@ -64,7 +64,7 @@ class FtpService:
             max_upload_size=config.server.max_upload_size,
             auth_failed_delay=auth_failed_delay,
         )
-        self.handler.sessions = self.sessions  # type: ignore[attr-defined]
+        self.handler.sessions = self.sessions
         self._servers: list[Any] = []
         self._threads: list[threading.Thread] = []
         self._stop_accepting = threading.Event()

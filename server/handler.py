@@ -12,6 +12,7 @@ import os
 import select
 import socket
 import sys
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ OnUpload = Callable[[Account, Path, str, str], None]  # (account, path in upload
 class UploadDTPHandler(TLS_DTPHandler):
     """A data channel that tells a complete upload from one that merely stopped."""
 
+    transfer_finished: bool  # pyftpdlib's state, declared for mypy
+    receive: bool
     _verdict_given = False
     _reset: str | None = None
 
@@ -170,6 +173,14 @@ class LcsyncFTPHandler(TLS_FTPHandler):
     tls_control_required = False  # decided per account, see ftp_USER
     tls_data_required = False  # decided per account, see process_command
 
+    # pyftpdlib's session state that this class reads or resets (pyftpdlib ships no type hints)
+    _in_dtp_queue: Any
+    _out_dtp_queue: Any
+    _restart_position: int
+    _current_type: str
+    _rnfr: str | None
+
+    sessions: weakref.WeakSet[LcsyncFTPHandler] | None = None  # live sessions, for a graceful stop
     layout: Layout
     bans: BanList
     authorizer: Authorizer
@@ -182,9 +193,8 @@ class LcsyncFTPHandler(TLS_FTPHandler):
         self.login_failure_reason: str | None = None
         self.upload_problem: str | None = None
         self.incoming: dict[str, str] = {}  # in-flight file under incoming/ -> its path in upload/
-        sessions = getattr(self, "sessions", None)
-        if sessions is not None:
-            sessions.add(self)
+        if self.sessions is not None:
+            self.sessions.add(self)
 
     # --- connection and login ------------------------------------------------------------------------------------
 

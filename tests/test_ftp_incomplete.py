@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import PASSWORDS, USERNAMES
 from serving import Running, connect, running, upload, user_data, wait_for
 
 from core.config import Config
@@ -18,7 +19,8 @@ from core.config import Config
 CLIENT = textwrap.dedent(
     """
     import ftplib, os, signal, socket, ssl, struct, sys
-    host, port, user, password, tls, how = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] == "tls", sys.argv[6]
+    host, port, user, password, mode, how = sys.argv[1:7]
+    port, tls = int(port), mode == "tls"
     if tls:
         context = ssl.create_default_context(); context.check_hostname = False; context.verify_mode = ssl.CERT_NONE
         ftp = ftplib.FTP_TLS(context=context, timeout=20)
@@ -58,7 +60,7 @@ def server(config: Config) -> Iterator[Running]:
 
 
 def _send(server: Running, env: str, tls: bool, how: str) -> str:
-    user, password = ("acme", "acme-production-secret") if env == "production" else ("acme-sandbox", "acme-sandbox-secret")
+    user, password = USERNAMES[("acme", env)], PASSWORDS[("acme", env)]
     args = [sys.executable, "-c", CLIENT, server.host, str(server.port), user, password, "tls" if tls else "plain", how]
     done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
     return done.stdout.strip()
