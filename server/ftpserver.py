@@ -12,7 +12,8 @@ import time
 import weakref
 from typing import Any
 
-from pyftpdlib.servers import ThreadedFTPServer
+from pyftpdlib.ioloop import IOLoop
+from pyftpdlib.servers import FTPServer, ThreadedFTPServer
 
 from core.config import Config
 from core.layout import Layout
@@ -25,13 +26,28 @@ from server.tls import certificate_paths, make_context
 log = logging.getLogger("lcsync.ftp")
 
 
-def _server_class() -> type[ThreadedFTPServer]:
-    # ThreadedFTPServer keeps its stop flag and lock on the class; give every server its own.
-    return type(
-        "LcsyncThreadedServer",
-        (ThreadedFTPServer,),
-        {"_lock": threading.Lock(), "_exit": threading.Event(), "poll_timeout": 0.25, "join_timeout": 10},
-    )
+class _ThreadedServer(ThreadedFTPServer):
+    """ThreadedFTPServer without shared state, and without a thread for a connection refused at once."""
+
+    poll_timeout = 0.25
+    join_timeout = 10
+
+    def __init__(self, address: tuple[str, int], handler: type[LcsyncFTPHandler]) -> None:
+        # pyftpdlib keeps the stop flag and lock on the class and defaults to one process-wide IOLoop; two listeners
+        # sharing that loop would dispatch one session's events from two threads at once.
+        self._lock = threading.Lock()
+        self._exit = threading.Event()
+        super().__init__(address, handler, ioloop=IOLoop())
+
+    def handle_accepted(self, sock: Any, addr: Any) -> None:
+        handler = FTPServer.handle_accepted(self, sock, addr)
+        if handler is None or handler._closed:  # banned, or over a connection limit: answered and closed
+            return
+        self.ioloop.unregister(handler._fileno)
+        thread = self._start_task(target=self._loop, args=(handler,), name=f"ftp-session-{addr[0]}")
+        thread.start()
+        with self._lock:
+            self._active_tasks.append(thread)
 
 
 class FtpService:
@@ -76,9 +92,8 @@ class FtpService:
         return [server.address[:2] for server in self._servers]
 
     def start(self) -> None:
-        server_class = _server_class()
         for listen in self.config.server.listen:
-            server = server_class((listen.host, listen.port), self.handler)
+            server = _ThreadedServer((listen.host, listen.port), self.handler)
             server.max_cons = self.config.server.max_connections
             server.max_cons_per_ip = self.config.server.max_connections_per_ip
             self._servers.append(server)
