@@ -44,19 +44,23 @@ class Arrival:
     remote_ip: str | None = None
 
 
-def source_key(stat: os.stat_result) -> str:
-    return f"{stat.st_dev}:{stat.st_ino}"
+def source_key(client: str, name: str, stat: os.stat_result) -> str:
+    """What identifies one completed file in an upload/ folder: its client, name and inode.
+
+    No device number: nodes sharing a data_dir over NFS see the same inode under different device numbers.
+    """
+    return f"{client}/{name}#{stat.st_ino}"
 
 
-def is_queued(db: Database, path: Path) -> bool:
-    """Whether the file now at ``path`` already has a waiting job."""
+def is_queued(db: Database, client: str, path: Path) -> bool:
+    """Whether the file now at ``path`` (in ``client``'s upload/) already has a waiting job."""
     try:
         stat = path.stat()
     except FileNotFoundError:
         return False
     try:
         with db.session() as session:
-            found = session.scalar(select(ImportJob.id).where(ImportJob.source_key == source_key(stat)))
+            found = session.scalar(select(ImportJob.id).where(ImportJob.source_key == source_key(client, path.name, stat)))
     except (OperationalError, InterfaceError) as exc:
         raise DatabaseUnavailable(f"{db.env} database unavailable: {exc.orig}") from exc
     return found is not None
@@ -83,7 +87,7 @@ def enqueue(layout: Layout, db: Database, arrival: Arrival) -> ImportJob | None:
         client=arrival.client,
         filename=path.name,
         spool_path=layout.relative(spooled),
-        source_key=source_key(stat),
+        source_key=source_key(arrival.client, path.name, stat),
         size=stat.st_size,
         status=JobStatus.QUEUED,
         received_via=arrival.via,
@@ -135,5 +139,5 @@ def release_upload_entry(layout: Layout, job: ImportJob, env: str) -> None:
         stat = upload.stat()
     except FileNotFoundError:
         return
-    if job.source_key == source_key(stat):
+    if job.source_key == source_key(job.client, job.filename, stat):
         upload.unlink(missing_ok=True)

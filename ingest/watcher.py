@@ -356,7 +356,7 @@ class UploadWatcher:
         database = self._databases[env]
         dev_ino = candidate.signature[:2]
         try:
-            if is_queued(database, path):
+            if is_queued(database, client, path):
                 job = None
             else:
                 job = enqueue(self._layout, database, Arrival(env=env, client=client, path=path, via=candidate.via))

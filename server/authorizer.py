@@ -31,9 +31,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # What each place in a home allows, in pyftpdlib's letters: e=CWD l=LIST r=RETR w=STOR a=APPE (refused with a reason
-# by the handler) f=rename d=DELE T=MFMT.
+# by the handler) f=rename d=DELE (in upload/ only of temporary names, see the handler) T=MFMT.
 ROOT_PERMS = "el"
-FOLDER_PERMS = {"upload": "elwafT", "reports": "elrd", "results": "elrd"}
+FOLDER_PERMS = {"upload": "elwadfT", "reports": "elrd", "results": "elrd"}
 
 
 class LoginRefused(AuthenticationFailed):

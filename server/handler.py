@@ -350,6 +350,10 @@ class LcsyncFTPHandler(TLS_FTPHandler):
             self._queue(Path(path))
 
     def ftp_DELE(self, path: str) -> None:
+        in_upload = os.path.basename(os.path.dirname(path)) == "upload"
+        if in_upload and not is_temporary_name(os.path.basename(path)):
+            self.respond("550 A file waiting for import cannot be deleted; upload a corrected file to replace it.")
+            return
         super().ftp_DELE(path)
         if not os.path.exists(path):
             event(log, "delete", user=self.username, ip=self.remote_ip, path=self.fs.fs2ftp(path))

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import PASSWORDS, USERNAMES
 from sqlalchemy import select
 
 from core.config import Config
 from core.models import ImportJob
 from lcsync.service import Service
-from conftest import PASSWORDS, USERNAMES
 
 
 @dataclass

@@ -285,7 +285,7 @@ def test_only_the_allowed_operations_work_in_each_folder(server: Running, comman
 def test_a_queued_upload_cannot_be_deleted_or_renamed(server: Running) -> None:
     ftp = connect(server)
     upload(ftp, "upload/acme_users.csv", user_data(5))
-    with pytest.raises(ftplib.error_perm, match="^550"):
+    with pytest.raises(ftplib.error_perm, match="^550 A file waiting for import cannot be deleted"):
         ftp.delete("upload/acme_users.csv")
     with pytest.raises(ftplib.error_perm, match="^550 Only a temporary upload"):
         ftp.rename("upload/acme_users.csv", "upload/acme_users2.csv")
@@ -300,6 +300,8 @@ def test_a_temporary_upload_cannot_be_renamed_to_a_wrong_name(server: Running) -
         ftp.rename("upload/acme_users.csv.part", "upload/other.csv")
     with pytest.raises(ftplib.error_perm, match="^55[03]"):
         ftp.rename("upload/acme_users.csv.part", "reports/acme_users.csv")
+    assert ftp.delete("upload/acme_users.csv.part").startswith("250")  # the client can tidy its own temporary file
+    assert ftp.nlst("upload") == []
     ftp.quit()
     assert server.jobs("sandbox") == []
 

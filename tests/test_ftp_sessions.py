@@ -6,7 +6,7 @@ import ftplib
 from collections.abc import Iterator
 
 import pytest
-from serving import Running, connect, download, run, need, running, sha256, upload, user_data, wait_for
+from serving import Running, connect, download, need, run, running, sha256, upload, user_data, wait_for
 
 from core.config import Config
 

@@ -84,8 +84,8 @@ def test_enqueue_spools_by_hard_link_and_records_the_job(layout: Layout, db: Dat
         "acme-sandbox",
         "127.0.0.1",
     )
-    assert row.source_key == source_key(path.stat())
-    assert is_queued(db, path)
+    assert row.source_key == source_key(CLIENT, "acme_users.csv", path.stat())
+    assert is_queued(db, CLIENT, path)
 
 
 def test_second_enqueue_of_the_same_file_makes_no_second_job(layout: Layout, db: Database) -> None:
@@ -129,7 +129,7 @@ def test_database_down_raises_and_leaves_the_upload_untouched(layout: Layout, tm
         with pytest.raises(DatabaseUnavailable, match="stays in upload/"):
             enqueue(layout, down, arrival(path))
         with pytest.raises(DatabaseUnavailable):
-            is_queued(down, path)
+            is_queued(down, CLIENT, path)
     finally:
         down.dispose()
 
