@@ -59,8 +59,9 @@ def is_queued(db: Database, client: str, path: Path) -> bool:
     except FileNotFoundError:
         return False
     try:
+        key = source_key(client, path.name, stat)
         with db.session() as session:
-            found = session.scalar(select(ImportJob.id).where(ImportJob.source_key == source_key(client, path.name, stat)))
+            found = session.scalar(select(ImportJob.id).where(ImportJob.source_key == key))
     except (OperationalError, InterfaceError) as exc:
         raise DatabaseUnavailable(f"{db.env} database unavailable: {exc.orig}") from exc
     return found is not None
