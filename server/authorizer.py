@@ -22,6 +22,7 @@ from pyftpdlib.authorizers import AuthenticationFailed
 from core.config import ClientConfig, Config
 from core.layout import HOME_FOLDERS, Layout
 from core.log import event
+from core.metrics import METRICS
 from core.passwords import verify_password
 from server.bans import BanList
 
@@ -108,6 +109,7 @@ class Authorizer:
         except LoginRefused as refused:
             handler.login_failure_reason = refused.reason
             if self.bans.record_failure(str(normalise_address(address))):
+                METRICS.inc("lcsync_bans_total")
                 policy = self.bans.policy
                 event(
                     log, "ip_banned", logging.WARNING, ip=address,

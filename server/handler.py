@@ -25,6 +25,7 @@ from pyftpdlib.log import logger as ftplog
 from core.config import is_temporary_name
 from core.layout import Layout
 from core.log import event
+from core.metrics import METRICS
 from server.authorizer import Account, Authorizer
 from server.bans import BanList
 from server.filesystem import HomeFS, SizeLimitedFile
@@ -208,6 +209,7 @@ class LcsyncFTPHandler(TLS_FTPHandler):
             self.close()
             return
         event(log, "connect", ip=self.remote_ip, port=self.remote_port)
+        METRICS.inc("lcsync_connections_total")
         super().handle()
 
     def ftp_USER(self, line: str) -> None:
@@ -226,12 +228,14 @@ class LcsyncFTPHandler(TLS_FTPHandler):
     def on_login(self, username: str) -> None:
         account = self.account
         assert account is not None
+        METRICS.inc("lcsync_logins_total", result="ok", env=account.env)
         event(
             log, "login", user=username, client=account.client_id, env=account.env,
             ip=self.remote_ip, tls=bool(self._ssl_established),
         )  # fmt: skip
 
     def on_login_failed(self, username: str, password: str) -> None:
+        METRICS.inc("lcsync_logins_total", result="refused", reason=self.login_failure_reason or "unknown")
         event(
             log, "login_failed", logging.WARNING, user=username, ip=self.remote_ip,
             reason=self.login_failure_reason or "authentication failed",
@@ -366,9 +370,12 @@ class LcsyncFTPHandler(TLS_FTPHandler):
         if target is None:
             return
         os.replace(file, target)
+        size = os.path.getsize(target)
+        METRICS.inc("lcsync_uploads_total", result="complete")
+        METRICS.inc("lcsync_bytes_received_total", size)
         event(
             log, "upload_complete", user=self.username, ip=self.remote_ip, path=self.fs.fs2ftp(str(target)),
-            bytes=os.path.getsize(target),
+            bytes=size,
         )  # fmt: skip
         if not is_temporary_name(target.name):
             self._queue(target)
@@ -380,6 +387,7 @@ class LcsyncFTPHandler(TLS_FTPHandler):
             os.unlink(file)
         except FileNotFoundError:
             received = 0
+        METRICS.inc("lcsync_uploads_total", result="incomplete")
         event(
             log, "upload_incomplete", logging.WARNING, user=self.username, ip=self.remote_ip,
             path=self.fs.fs2ftp(str(target)) if target else None, bytes=received,
@@ -400,6 +408,8 @@ class LcsyncFTPHandler(TLS_FTPHandler):
             event(log, "queue_deferred", logging.WARNING, path=str(path), reason=str(exc))
 
     def on_file_sent(self, file: str) -> None:
+        with contextlib.suppress(OSError):
+            METRICS.inc("lcsync_bytes_sent_total", os.path.getsize(file))
         event(log, "download", user=self.username, ip=self.remote_ip, path=self.fs.fs2ftp(file))
 
     def on_incomplete_file_sent(self, file: str) -> None:
