@@ -85,6 +85,7 @@ class FtpService:
         self._threads: list[threading.Thread] = []
         self._stop_accepting = threading.Event()
         self._stopping = threading.Event()
+        self._listeners_closed = threading.Semaphore(0)
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -107,12 +108,16 @@ class FtpService:
         while not self._stop_accepting.is_set():
             server.serve_forever(timeout=0.2, blocking=False, handle_exit=False)
         server.close()  # the listening socket: new clients are refused from here on
+        self._listeners_closed.release()
         self._stopping.wait()
         server.close_all()  # every session thread stops; a transfer still running is aborted and discarded
 
     def stop(self, drain_seconds: float = 0.0) -> None:
         """Stop accepting; let running transfers finish for up to ``drain_seconds``; then close every session."""
         self._stop_accepting.set()
+        for _ in self._threads:
+            self._listeners_closed.acquire()
+        event(log, "listeners_closed", sessions=len(self.sessions))
         deadline = time.monotonic() + drain_seconds
         while time.monotonic() < deadline and any(s.data_channel is not None for s in list(self.sessions)):
             time.sleep(0.1)
