@@ -21,7 +21,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
         }
         fields = getattr(record, "fields", None)
-        if fields:
+        if fields is not None:
             line["event"] = record.getMessage()
             line.update(fields)
         else:
