@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         needs = {
             "transfer": wanted,
             "sessions": wanted,
-            "refused": [s for s in wanted if s in ("lcsync", "pyftpdlib")],
+            "refused": [s for s in wanted if s in ("lcsync", "pyftpdlib")],  # vsftpd has no per-account address rule
             "flood": [s for s in wanted if s == "lcsync"],
         }
         for name in dict.fromkeys(n for b in only for n in needs[b]):
@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # a server that cannot start is reported, the others still run
                 results["not_run"][name] = str(exc)
                 log(f"could not start {name}: {exc}")
-        if "sessions" in only and "pyftpdlib" in wanted and not args.no_threaded_reference:
+        threaded_wanted = {"sessions", "refused"} & set(only) and "pyftpdlib" in wanted
+        if threaded_wanted and not args.no_threaded_reference and "pyftpdlib-threaded" not in servers:
             try:
                 servers["pyftpdlib-threaded"] = start_pyftpdlib(shared, threaded=True)
             except Exception as exc:
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 "summary": transfer.summarize_samples(samples, SUBJECT, refs),
             }
         if "sessions" in only:
-            names = [*wanted, "pyftpdlib-threaded"]
+            names = list(dict.fromkeys([*wanted, "pyftpdlib-threaded"]))
             log(f"sessions: {args.clients} clients in {args.client_procs} processes, {args.duration:.0f} s each")
             results["sessions"] = logins.sessions(
                 running(names), args.repeat, args.clients, args.client_procs, args.duration, log
@@ -126,9 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         if "refused" in only:
             for mode, key, n in (("refused", "refused", args.refused_clients), ("hitandrun", "refused_hitandrun", 50)):
                 log(f"{key}: {n} clients from {logins.REFUSED_SOURCE}, {args.duration:.0f} s each")
-                results[key] = logins.refused(
-                    running(needs["refused"]), args.repeat, n, args.client_procs, args.duration, mode, log
-                )
+                targets = running(list(dict.fromkeys([*needs["refused"], "pyftpdlib-threaded"])))
+                results[key] = logins.refused(targets, args.repeat, n, args.client_procs, args.duration, mode, log)
         if "flood" in only and SUBJECT in servers:
             log(f"flood: {args.flood_clients} {args.flood_mode} clients, {args.latency_logins} allowed logins timed")
             results["flood"] = logins.flood(
@@ -198,7 +198,7 @@ def _print_tables(results: dict[str, Any], wanted: list[str], only: list[str]) -
         print(report.transfer_table(results["transfer"]["summary"], wanted, SUBJECT, refs))
     if "sessions" in results:
         print("\n## Sessions (connect, USER, PASS, PWD, QUIT)\n")
-        names = [*wanted, "pyftpdlib-threaded"]
+        names = list(dict.fromkeys([*wanted, "pyftpdlib-threaded"]))
         print(report.load_table(results["sessions"], [n for n in names if n in results["sessions"]] or names,
                                 "session", SUBJECT))  # fmt: skip
     for key, how in (("refused", "each client waits for the 530"), ("refused_hitandrun", "clients close after PASS")):

@@ -125,16 +125,17 @@ def _link_download(shared: Shared, target: Path) -> None:
 
 
 def start_pyftpdlib(shared: Shared, *, threaded: bool = False) -> Server:
-    root = shared.workdir / "pyftpdlib_root"
+    name = "pyftpdlib-threaded" if threaded else "pyftpdlib"
+    root = shared.workdir / f"{name}_root"
     root.mkdir(exist_ok=True)
     _link_download(shared, root / "download.bin")
     password = secrets.token_urlsafe(12)
     port = procs.free_port()
+    passive = "60000-60999" if threaded else "61000-61999"
     argv = [sys.executable, "-m", "bench.bare_server", "--port", str(port), "--root", str(root)]
     argv += ["--user", "bench", "--password", password, "--cert", str(shared.cert), "--key", str(shared.key)]
-    argv += ["--passive", "61000-61999"] + (["--threaded"] if threaded else [])
-    log = shared.workdir / "pyftpdlib.log"
-    name = "pyftpdlib-threaded" if threaded else "pyftpdlib"
+    argv += ["--passive", passive] + (["--threaded"] if threaded else [])
+    log = shared.workdir / f"{name}.log"
     group = procs.CpuGroup(name)
     server = Server(name, port, "bench", password, "upload.bin", "download.bin", root / "upload.bin",
                     _spawn(argv, log, group), log, group)  # fmt: skip
@@ -289,4 +290,14 @@ clients:
     return _started(server)
 
 
-STARTERS = {"lcsync": start_lcsync, "vsftpd": start_vsftpd, "pyftpdlib": start_pyftpdlib}
+def start_pyftpdlib_threaded(shared: Shared) -> Server:
+    """ThreadedFTPServer, the server class lcsync builds on: an optional extra reference."""
+    return start_pyftpdlib(shared, threaded=True)
+
+
+STARTERS = {
+    "lcsync": start_lcsync,
+    "vsftpd": start_vsftpd,
+    "pyftpdlib": start_pyftpdlib,
+    "pyftpdlib-threaded": start_pyftpdlib_threaded,
+}

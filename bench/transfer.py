@@ -99,7 +99,7 @@ def run(servers: list[Server], shared: Shared, repeat: int, log: Any) -> list[Tr
                     status = sample.error
                     if sample.ok:
                         status = f"{sample.mb_per_s:8.0f} MB/s  cpu {sample.server_cpu:5.2f} s"
-                    log(f"  transfer rep {rep + 1}/{repeat} {mode:5} {direction:8} {server.name:10} {status}")
+                    log(f"  transfer rep {rep + 1}/{repeat} {mode:5} {direction:8} {server.name:18} {status}")
     return samples
 
 
