@@ -1,0 +1,592 @@
+"""Read a client's User Data CSV file: bytes on disk -> ``UserRow | RowError``, streaming, with no database in sight.
+
+``open_user_file`` looks at the whole file once (is it text? UTF-8 or Windows-1252?), detects the delimiter from
+the header line and the lines after it, and matches the header against the client's template. Whatever makes the
+file unusable as a whole raises ``core.errors.InputFileError`` with a message for the client. ``UserFile.records()``
+then reads the file from the start every time it is called and yields, in file order, one ``UserRow`` per good record
+or one ``RowError`` per problem of a bad record.
+
+What the reader decides, so that the stages after it need not:
+
+- Every value is text, stripped of surrounding spaces (leading zeros in keys are kept). An empty cell is None.
+- Completely blank records (an empty line, or only delimiters and spaces) are skipped and not counted.
+- A record with fewer cells than the header has its missing cells read as empty (the required checks then apply); a
+  record with more cells than the header is an error (usually a value with an unquoted delimiter in it).
+- ``status``: active, A, Y, 1, true -> "active"; inactive, suspended, terminated, I, N, 0, false -> "suspended"
+  (case-insensitively). An empty Status cell means "active": the HR system lists the person as a current user.
+- ``start_date`` and ``end_date`` are parsed with the template's ``date_format``; an empty cell is None.
+- ``UserRow.fields``, ``groups`` and ``custom`` hold an entry only for the template columns present in the file: a
+  column missing from the file is absent from the dict (leave that value alone), an empty cell is None (clear it).
+- Line numbers are the physical line where a record starts (the header is line 1 unless blank lines precede it);
+  line breaks inside quoted values are counted.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import csv
+import io
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from core.config import TemplateConfig
+from core.errors import InputFileError
+from ingest.rows import RowError, UserRow
+
+DELIMITERS = (",", ";", "\t", "|")
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+STATUS_VALUES = {
+    "active": "active", "a": "active", "y": "active", "1": "active", "true": "active",
+    "inactive": "suspended", "suspended": "suspended", "terminated": "suspended",
+    "i": "suspended", "n": "suspended", "0": "suspended", "false": "suspended",
+    "": "active",
+}  # fmt: skip
+_STATUS_SPELLINGS = {
+    spelling: status
+    for text, status in STATUS_VALUES.items()
+    for spelling in (text, text.upper(), text.capitalize(), text.title())
+}
+STATUS_HELP = "active, inactive, suspended, terminated, A, I, Y, N, 1, 0, true or false"
+DATE_FIELDS = ("start_date", "end_date")
+
+_SNIFF_BYTES = 64 * 1024
+_SNIFF_RECORDS = 20
+_CHUNK = 1 << 20
+_CONTROL_BYTES = bytes([*range(0, 9), 11, 12, *range(14, 32), 127])
+_CP1252_ERRORS = "lcsync-cp1252"
+_DATE_CACHE_LIMIT = 100_000
+
+
+def _cp1252_undefined(error: UnicodeError) -> tuple[str, int]:
+    """Decode the five bytes Python's cp1252 leaves undefined as Windows does (the C1 control with that number)."""
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    return error.object[error.start : error.end].decode("latin-1"), error.end
+
+
+codecs.register_error(_CP1252_ERRORS, _cp1252_undefined)
+
+
+def normalize_header(name: str) -> str:
+    """How header names are compared: without a BOM, case-insensitively, with runs of white space as one space."""
+    return " ".join(name.replace("\ufeff", "").split()).casefold()
+
+
+def human_date_format(fmt: str) -> str:
+    """A strptime format as people write it: ``%d/%m/%Y`` -> ``dd/mm/yyyy``."""
+    names = {"d": "dd", "m": "mm", "Y": "yyyy", "y": "yy", "b": "mmm", "B": "month", "H": "hh", "M": "mi",
+             "S": "ss", "j": "ddd", "%": "%"}  # fmt: skip
+    out, i = [], 0
+    while i < len(fmt):
+        if fmt[i] == "%" and i + 1 < len(fmt):
+            out.append(names.get(fmt[i + 1], fmt[i : i + 2]))
+            i += 2
+        else:
+            out.append(fmt[i])
+            i += 1
+    return "".join(out)
+
+
+@dataclass
+class UserFile:
+    """A User Data file whose encoding, delimiter and header are known; ``records()`` reads it (again)."""
+
+    path: Path
+    encoding: str
+    delimiter: str
+    header: list[str]
+    unknown_columns: list[str]
+    missing_columns: list[str]
+    template: TemplateConfig = field(repr=False)
+    header_line: int = 1
+    columns: dict[str, int] = field(default_factory=dict)
+    """Each template name present (column header, group type or custom field, as the template spells it) -> the
+    index of its column in the file."""
+
+    def column_header(self, lms_field: str) -> str | None:
+        """The header, as written in the file, of the column holding ``lms_field`` (None when absent)."""
+        for name, target in self.template.columns.items():
+            if target == lms_field and name in self.columns:
+                return self.header[self.columns[name]]
+        return None
+
+    @property
+    def key_header(self) -> str:
+        """The header of the key column as written in the file."""
+        header = self.column_header(self.template.key)
+        assert header is not None  # open_user_file refuses a file without its key column
+        return header
+
+    def _open(self) -> io.TextIOWrapper:
+        errors = _CP1252_ERRORS if self.encoding == "cp1252" else "strict"
+        try:
+            return open(self.path, encoding=self.encoding, errors=errors, newline="")
+        except OSError as exc:
+            raise InputFileError(f"the file cannot be read: {exc.strerror}") from exc
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[Any]:
+        """A csv reader positioned after the header. InputFileError when the file turns out unreadable half-way (a
+        quote never closed, or the file changed since it was opened)."""
+        with self._open() as stream:
+            reader = csv.reader(stream, delimiter=self.delimiter)
+            try:
+                while reader.line_num < self.header_line:  # the header and any blank lines before it
+                    next(reader)
+                yield reader
+            except csv.Error as exc:
+                raise InputFileError(
+                    f'line {reader.line_num}: {exc}; most likely a quote (") that opens a value is never closed, '
+                    "so the rest of the file reads as one value"
+                ) from exc
+            except UnicodeDecodeError as exc:
+                raise InputFileError("the file changed while it was being read (it is no longer UTF-8)") from exc
+            except StopIteration as exc:
+                raise InputFileError("the file changed while it was being read (its header is gone)") from exc
+
+    def _csv_lines(self) -> Generator[tuple[int, list[str]], None, None]:
+        """(start line, cells) of every record after the header, blank ones included."""
+        with self._reader() as reader:
+            line_count = reader.line_num
+            for cells in reader:
+                yield line_count + 1, cells
+                line_count = reader.line_num
+
+    def key_lines(self, keys: set[str] | frozenset[str]) -> dict[str, list[int]]:
+        """The lines of the records whose key is one of ``keys`` (a cheap re-read: no conversion)."""
+        index = self.columns[_template_name(self.template, self.template.key, self.columns)]
+        found: dict[str, list[int]] = {}
+        for line, cells in self._csv_lines():
+            if len(cells) > index:
+                key = cells[index].strip()
+                if key in keys:
+                    found.setdefault(key, []).append(line)
+        return found
+
+    def records(self) -> Iterator[UserRow | RowError]:
+        """Every data record in file order, from the start of the file (see the module docstring)."""
+        return self._read(links_only=False)
+
+    def links(self) -> Iterator[tuple[int, str, str | None] | RowError]:
+        """What validation's first pass needs, faster than ``records()``: ``(line, key, manager_id)`` for every good
+        record (manager_id None when empty or not in the file), and the same RowErrors as ``records()``."""
+        return self._read(links_only=True)
+
+    def _read(self, *, links_only: bool) -> Iterator[Any]:
+        plan = _Plan(self)
+        width = len(self.header)
+        fast = plan.compile(links_only=links_only)
+        convert = plan.convert
+        with self._reader() as reader:
+            line_count = reader.line_num
+            for cells in reader:
+                line = line_count + 1
+                line_count = reader.line_num
+                if len(cells) != width:
+                    if not any(cell.strip() for cell in cells):
+                        continue
+                    if len(cells) > width:
+                        yield plan.too_many_cells(line, cells)
+                        continue
+                    cells.extend([""] * (width - len(cells)))
+                result = fast(line, cells)
+                if result is None:
+                    yield from convert(line, cells)
+                elif links_only:
+                    yield line, *result
+                else:
+                    yield result
+
+
+class _Plan:
+    """The conversion of one template onto one header.
+
+    ``compile()`` builds the fast path: a function, written for this header, that turns a good record into a
+    UserRow with straight-line code (no loops, no per-cell lookups), and returns None at the first doubt.
+    ``convert()`` is the slow, plain path that then says what exactly is wrong with the record.
+    """
+
+    def __init__(self, user_file: UserFile) -> None:
+        template = user_file.template
+        present = user_file.columns
+        header = user_file.header
+        self.delimiter = user_file.delimiter
+        self.width = len(header)
+        self.key_field = template.key
+        self.text: list[tuple[int, str]] = []
+        self.required: list[tuple[int, str, str]] = []
+        self.dates: list[tuple[int, str, str]] = []
+        self.status: tuple[int, str] | None = None
+        self.email: tuple[int, str] | None = None
+        for name, target in template.columns.items():
+            if name not in present:
+                continue
+            index = present[name]
+            if target in DATE_FIELDS:
+                self.dates.append((index, target, header[index]))
+            elif target == "status":
+                self.status = (index, header[index])
+            else:
+                self.text.append((index, target))
+                if target == "email":
+                    self.email = (index, header[index])
+            if target == template.key:
+                self.key_index, self.key_header = index, header[index]
+            elif target in template.required and target != "status":  # an empty status reads as active
+                self.required.append((index, target, header[index]))
+        self.groups = [(present[name], name) for name in template.group_types if name in present]
+        self.custom = [(present[name], name) for name in template.custom_fields if name in present]
+        self.date_format = template.date_format
+        self.date_help = human_date_format(template.date_format)
+        self.date_cache: dict[str, date | None] = {}
+
+    def parse_date(self, text: str) -> date | None:
+        """The date written as ``text`` in the template's format, or None when it is not one (remembered)."""
+        cache = self.date_cache
+        if text in cache:
+            return cache[text]
+        if len(cache) >= _DATE_CACHE_LIMIT:
+            cache.clear()
+        try:
+            parsed: date | None = datetime.strptime(text, self.date_format).date()
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.year < 1000:  # "1/2/26" read with %Y would be the year 26
+            parsed = None
+        cache[text] = parsed
+        return parsed
+
+    def compile(self, *, links_only: bool = False) -> Callable[[int, list[str]], Any]:
+        """The fast path for this header (see the class docstring): a function of (line, cells) that returns the
+        UserRow of a good record, or with ``links_only`` just its ``(key, manager_id)``; None at the first doubt."""
+        lines = ["def fast(line, cells):"]
+        checks = ["key"]
+        fields = []
+        required = {index for index, _, _ in self.required}
+        manager = "None"
+        for index, target in self.text:
+            if target == self.key_field:
+                lines.append(f"    key = cells[{index}].strip()")
+                fields.append(f"{target!r}: key")
+                continue
+            if links_only and index not in required and target not in ("email", "manager_id"):
+                continue
+            lines.append(f"    v{index} = cells[{index}].strip() or None")
+            fields.append(f"{target!r}: v{index}")
+            if target == "manager_id":
+                manager = f"v{index}"
+            if index in required:
+                checks.append(f"v{index} is not None")
+            if target == "email":
+                checks.append(f"(v{index} is None or is_email(v{index}))")
+        if self.status is not None:
+            index = self.status[0]
+            lines.append(f"    status = STATUS.get(cells[{index}].strip())")
+            checks.append("status is not None")
+            fields.append("'status': status")
+        for index, target, _ in self.dates:
+            lines.append(f"    t{index} = cells[{index}].strip()")
+            lines.append(f"    d{index} = (dates_get(t{index}) or parse_date(t{index})) if t{index} else None")
+            checks.append(f"d{index} is not None" if index in required else f"(d{index} is not None or not t{index})")
+            fields.append(f"{target!r}: d{index}")
+        groups = ", ".join(f"{name!r}: cells[{index}].strip() or None" for index, name in self.groups)
+        custom = ", ".join(f"{name!r}: cells[{index}].strip() or None" for index, name in self.custom)
+        lines.append(f"    if {' and '.join(checks)}:")
+        if links_only:
+            lines.append(f"        return key, {manager}")
+        else:
+            lines.append(f"        return UserRow(line, key, {{{', '.join(fields)}}}, {{{groups}}}, {{{custom}}})")
+        lines.append("    return None")
+        namespace: dict[str, Any] = {
+            "UserRow": UserRow,
+            "STATUS": _STATUS_SPELLINGS,
+            "is_email": _is_email,
+            "dates_get": self.date_cache.get,
+            "parse_date": self.parse_date,
+        }
+        exec(compile("\n".join(lines), f"<lcsync reader for {self.width} columns>", "exec"), namespace)
+        fast: Callable[[int, list[str]], Any] = namespace["fast"]
+        return fast
+
+    def too_many_cells(self, line: int, cells: list[str]) -> RowError:
+        return RowError(
+            line,
+            None,
+            f"row has {len(cells)} cells, the header has {self.width} (is there a value with an unquoted "
+            f"{DELIMITER_NAMES[self.delimiter]} in it? quote it)",
+            cells[self.key_index].strip() or None,
+        )
+
+    def convert(self, line: int, cells: list[str]) -> list[RowError]:
+        """Every problem of a record the fast path refused, in column order (none for a blank record)."""
+        key = cells[self.key_index].strip()
+        if not key and not any(cell.strip() for cell in cells):
+            return []
+        errors: list[tuple[int, str, str]] = []
+        if not key:
+            errors.append((self.key_index, self.key_header, "the key is empty: every row needs one"))
+        for index, _, column in self.required:
+            if not cells[index].strip():
+                errors.append((index, column, "a value is required"))
+        if self.email is not None:
+            index, column = self.email
+            email = cells[index].strip()
+            if email and not _is_email(email):
+                errors.append((index, column, f"'{email}' is not an email address"))
+        if self.status is not None:
+            index, column = self.status
+            text = cells[index].strip()
+            if STATUS_VALUES.get(text.casefold()) is None:
+                errors.append((index, column, f"'{text}' is not a status (use {STATUS_HELP})"))
+        for index, _, column in self.dates:
+            text = cells[index].strip()
+            if text and self.parse_date(text) is None:
+                errors.append((index, column, f"'{text}' is not a date in the format {self.date_help}"))
+        errors.sort(key=lambda error: error[0])
+        return [RowError(line, column, reason, key or None) for _, column, reason in errors]
+
+
+def _is_email(text: str) -> bool:
+    """A pragmatic check: one @, something before it, a dotted domain after it, no white space."""
+    local, _, domain = text.rpartition("@")
+    return (
+        local != ""
+        and "@" not in local
+        and "." in domain
+        and domain[0] != "."
+        and domain[-1] != "."
+        and ".." not in domain
+        and " " not in text
+        and text.isprintable()  # no tab, line break or other white space than the plain space
+    )
+
+
+def _template_name(template: TemplateConfig, lms_field: str, present: dict[str, int]) -> str:
+    """The template column that provides ``lms_field`` in this file."""
+    for name, target in template.columns.items():
+        if target == lms_field and name in present:
+            return name
+    raise KeyError(lms_field)
+
+
+# --- opening a file ------------------------------------------------------------------------------------------------
+
+
+def open_user_file(path: Path, template: TemplateConfig) -> UserFile:
+    """Sniff encoding (UTF-8 with/without BOM, else Windows-1252), delimiter (unless ``template.delimiter``) and line
+    endings; read and match the header. Raises InputFileError, with a message for the client, for an empty file, a
+    header-only file, a missing required column, or a file that is not CSV (an .xlsx renamed .csv, binary)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise InputFileError(f"the file cannot be read: {exc.strerror}") from exc
+    _refuse_non_text(head)
+    encoding = _detect_encoding(path)
+    sample = _decode_sample(head, encoding, truncated=len(head) == _SNIFF_BYTES)
+    records = _sample_records(sample, template.delimiter or ",")
+    if not records:
+        raise InputFileError("the file is empty: it should hold a header line and one line per user")
+    delimiter = template.delimiter or _detect_delimiter(sample, template)
+    if delimiter != (template.delimiter or ","):
+        records = _sample_records(sample, delimiter)
+    header_line, header = records[0]
+    header = [name.replace("\ufeff", "").strip() for name in header]
+    if encoding == "cp1252" and header[0].startswith("\u00ef\u00bb\u00bf"):  # a BOM, then bytes that are not UTF-8
+        header[0] = header[0][3:].strip()
+    user_file = _match_header(path, encoding, delimiter, header, header_line, template)
+    if not _has_data(user_file):
+        raise InputFileError(
+            "the file has a header but no data rows: there is nothing to import (a full file with no users would "
+            "suspend everyone, so it is refused)"
+        )
+    return user_file
+
+
+def _has_data(user_file: UserFile) -> bool:
+    """Whether any non-blank record follows the header."""
+    with contextlib.closing(user_file._csv_lines()) as lines:
+        return any(any(cell.strip() for cell in cells) for _, cells in lines)
+
+
+def _refuse_non_text(head: bytes) -> None:
+    """InputFileError when the first bytes show a spreadsheet, a PDF, an archive or other binary data."""
+    if head.startswith(b"PK\x03\x04"):
+        if b"xl/" in head or b"[Content_Types].xml" in head:
+            raise InputFileError(
+                "this is an Excel workbook (.xlsx) renamed .csv, not a CSV file; open it in Excel and save it as "
+                "'CSV UTF-8 (Comma delimited)'"
+            )
+        raise InputFileError("this is a ZIP archive, not a CSV file; upload the CSV file itself")
+    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        raise InputFileError(
+            "this is an old Excel workbook (.xls) renamed .csv, not a CSV file; open it in Excel and save it as "
+            "'CSV UTF-8 (Comma delimited)'"
+        )
+    if head.startswith(b"%PDF"):
+        raise InputFileError("this is a PDF document, not a CSV file; export the user data from your HR system as CSV")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InputFileError(
+            "this file is UTF-16 text (Excel's 'Unicode Text'); save it as 'CSV UTF-8 (Comma delimited)' instead"
+        )
+    if head.startswith(b"\x1f\x8b"):
+        raise InputFileError("this is a gzip-compressed file, not a CSV file; upload the CSV file uncompressed")
+    controls = len(head) - len(head.translate(None, _CONTROL_BYTES))
+    if b"\x00" in head or controls > max(8, len(head) // 100):
+        raise InputFileError(
+            "this is not a text file (it holds binary data); export the user data from your HR system as CSV"
+        )
+
+
+def _detect_encoding(path: Path) -> str:
+    """UTF-8 (``utf-8-sig`` with a BOM) when the whole file is valid UTF-8, else Windows-1252. A NUL byte anywhere
+    makes it binary (a database would refuse it in a value anyway)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    utf8 = True
+    try:
+        with open(path, "rb") as stream:
+            first = True
+            while chunk := stream.read(_CHUNK):
+                if first:
+                    bom, first = chunk.startswith(codecs.BOM_UTF8), False
+                if b"\x00" in chunk:
+                    raise InputFileError(
+                        "this is not a text file (it holds NUL bytes); export the user data from your HR system as CSV"
+                    )
+                if utf8:
+                    try:
+                        decoder.decode(chunk)
+                    except UnicodeDecodeError:
+                        utf8 = False
+            if utf8:
+                decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        utf8 = False
+    except OSError as exc:
+        raise InputFileError(f"the file cannot be read: {exc.strerror}") from exc
+    if not utf8:
+        return "cp1252"
+    return "utf-8-sig" if not first and bom else "utf-8"
+
+
+def _decode_sample(head: bytes, encoding: str, *, truncated: bool) -> str:
+    if encoding == "cp1252":
+        text = head.decode("cp1252", errors=_CP1252_ERRORS)
+    else:
+        text = codecs.getincrementaldecoder(encoding)().decode(head, final=False)
+    if truncated:  # the last line may be cut short: leave it out of the sample
+        cut = max(text.rfind("\n"), text.rfind("\r"))
+        text = text[: cut + 1] if cut >= 0 else text
+    return text
+
+
+def _sample_records(sample: str, delimiter: str) -> list[tuple[int, list[str]]]:
+    """(line, cells) of the first non-blank records of the sample, the header first."""
+    reader = csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter)
+    records: list[tuple[int, list[str]]] = []
+    line_count = 0
+    try:
+        for cells in reader:
+            if any(cell.strip() for cell in cells):
+                records.append((line_count + 1, cells))
+                if len(records) >= _SNIFF_RECORDS:
+                    break
+            line_count = reader.line_num
+    except csv.Error:
+        pass
+    return records
+
+
+def _detect_delimiter(sample: str, template: TemplateConfig) -> str:
+    """The delimiter under which the header names the most template columns, then splits into the most columns
+    consistently with the lines after it."""
+    known = _template_names(template)
+    best: tuple[int, int, int, int] | None = None
+    choice = ","
+    for delimiter in DELIMITERS:
+        records = _sample_records(sample, delimiter)
+        if not records:
+            continue
+        header = records[0][1]
+        matched = sum(1 for name in header if normalize_header(name) in known)
+        consistent = sum(1 for _, cells in records[1:] if len(cells) == len(header))
+        score = (matched, len(header) > 1, consistent, len(header))
+        if best is None or score > best:
+            best, choice = score, delimiter
+    if best is not None and best[3] == 1 and best[0] == 0:
+        first = sample.strip().splitlines()[0] if sample.strip() else ""
+        shown = first if len(first) <= 80 else first[:77] + "..."
+        raise InputFileError(
+            f"the header line has only one column ({shown!r}): no delimiter (comma, semicolon, tab or |) was found; "
+            "save the file as CSV with one column per field"
+        )
+    return choice
+
+
+def _template_names(template: TemplateConfig) -> dict[str, str]:
+    """Normalized name -> the template's spelling, for every column, group type and custom field."""
+    names: dict[str, str] = {}
+    for name in [*template.columns, *template.group_types, *template.custom_fields]:
+        names.setdefault(normalize_header(name), name)
+    return names
+
+
+def _match_header(
+    path: Path, encoding: str, delimiter: str, header: list[str], header_line: int, template: TemplateConfig
+) -> UserFile:
+    known = _template_names(template)
+    columns: dict[str, int] = {}
+    unknown: list[str] = []
+    for index, written in enumerate(header):
+        name = known.get(normalize_header(written))
+        if name is None:
+            if written:
+                unknown.append(written)
+        elif name in columns:
+            raise InputFileError(
+                f"the column {written!r} appears twice in the header (columns {columns[name] + 1} and {index + 1}); "
+                "keep one of them"
+            )
+        else:
+            columns[name] = index
+    providers: dict[str, list[str]] = {}
+    for name, target in template.columns.items():
+        if name in columns:
+            providers.setdefault(target, []).append(name)
+    for target, names in providers.items():
+        if len(names) > 1:
+            shown = " and ".join(repr(header[columns[name]]) for name in names)
+            raise InputFileError(f"the columns {shown} both hold {target}; keep one of them")
+    missing_required: list[str] = []
+    for target in dict.fromkeys([template.key, *template.required]):
+        if target not in providers:
+            alternatives = [name for name, mapped in template.columns.items() if mapped == target]
+            missing_required.append(" or ".join(repr(name) for name in alternatives))
+    if missing_required:
+        found = ", ".join(repr(name) for name in header)
+        plural = "s" if len(missing_required) > 1 else ""
+        hint = ""
+        if len(header) == 1:
+            hint = f" (the file is read with the {DELIMITER_NAMES[delimiter]} as delimiter: is that right?)"
+        raise InputFileError(
+            f"required column{plural} missing: {', '.join(missing_required)}. The file's header is: {found}{hint}. "
+            "Column names must match the agreed template (case and spaces do not matter)"
+        )
+    missing = [name for name, target in template.columns.items() if target not in providers]
+    missing += [name for name in [*template.group_types, *template.custom_fields] if name not in columns]
+    return UserFile(
+        path=path,
+        encoding=encoding,
+        delimiter=delimiter,
+        header=header,
+        unknown_columns=unknown,
+        missing_columns=missing,
+        template=template,
+        header_line=header_line,
+        columns=columns,
+    )
