@@ -1,0 +1,620 @@
+"""The import worker: claims queued jobs and runs each through the pipeline (SPEC 5; docs/design/import.md).
+
+    claim (conditional update) -> sha256 -> duplicate? -> read -> validate -> reject? hold? -> apply (one transaction)
+    -> result file -> archive -> release the upload/ entry -> final status (source_key cleared)
+
+* **Claiming.** ``UPDATE import_jobs SET status='running' ... WHERE id=:id AND status='queued' AND <no running job of
+  that client>``; the job is ours only if one row changed, so threads, processes and nodes sharing one database never
+  take one job twice. Oldest first, one running job per client (on PostgreSQL an advisory lock per client makes the
+  check and the update one step).
+* **Crashes.** A running job's heartbeat is refreshed every ``HEARTBEAT_SECONDS``. A job whose heartbeat is older
+  than ``STALE_SECONDS``, or whose claimer was a process of this host that is gone, is put back in the queue; the
+  applier's single transaction means a killed import left the store as it was, so the retry completes it once. A job
+  that stopped without finishing ``MAX_ATTEMPTS`` times is failed instead of being tried forever.
+* **Errors are translated here** into a job's status and message (STYLE): an unreadable file is ``rejected``, a hold
+  is ``held``, the database going away puts the job back in the queue, anything unexpected is ``failed`` (not retried:
+  a bug would fail the same way; ``lcsync import release`` retries it) and said so in the result file.
+* **Holds.** A held job is released by ``lcsync import release`` (back to queued with ``released_at`` set, which lets
+  it past the hold once). A newer upload of the same client that is applied or held supersedes an older held job: it
+  becomes ``rejected`` with the message "superseded by job N", so it no longer waits for an operator and is never
+  applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import exists, select, text, update
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import aliased
+
+from core.config import Config, ImportConfig
+from core.db import Database
+from core.errors import DatabaseUnavailable, InputFileError, UsageError
+from core.layout import Layout
+from core.log import event
+from core.metrics import METRICS
+from core.models import ImportJob, JobStatus
+from core.queue import release_upload_entry
+from ingest.results import ResultMerger, ResultWriter, Summary
+
+log = logging.getLogger("lcsync.import")
+
+HEARTBEAT_SECONDS = 10.0
+STALE_SECONDS = 120.0
+MAX_ATTEMPTS = 5
+FINAL = (JobStatus.APPLIED, JobStatus.HELD, JobStatus.REJECTED, JobStatus.FAILED, JobStatus.DUPLICATE)
+Progress = Callable[[int, int], None]  # (rows done, rows in the file)
+
+_TOKEN = uuid.uuid4().hex[:8]
+
+
+def node_id() -> str:
+    """Who claims a job: ``host:pid:token`` (the token tells a reused pid from the process that claimed)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_TOKEN}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _db_down(database: Database, exc: OperationalError | InterfaceError) -> DatabaseUnavailable:
+    return DatabaseUnavailable(f"{database.env} database unavailable: {exc.orig}")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What an import in one environment needs: the configuration, the environment's name and its database."""
+
+    config: Config
+    env: str
+    database: Database
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.config.data_dir)
+
+    def import_config(self, client: str) -> ImportConfig:
+        found = self.config.clients.get(client)
+        if found is None or found.import_ is None:
+            raise UsageError(f"client {client!r} has no import section in the configuration")
+        return found.import_
+
+
+@dataclass
+class JobReport:
+    """How one job (or dry run) ended, for the command line and the log."""
+
+    job_id: int | None
+    client: str
+    filename: str
+    status: str
+    summary: Summary
+    result_path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        """Whether the work failed (exit status 1): nothing was applied when something should have been."""
+        return self.status in (JobStatus.REJECTED, JobStatus.FAILED, JobStatus.HELD)
+
+
+# --- the job table -----------------------------------------------------------------------------------------------
+
+
+def claim(
+    database: Database, node: str, *, job_id: int | None = None, due_before: datetime | None = None
+) -> ImportJob | None:
+    """Take the oldest queued job (or job ``job_id``) whose client has no running job. None when there is none."""
+    running = aliased(ImportJob)
+    client_busy = exists().where(running.client == ImportJob.client, running.status == JobStatus.RUNNING)
+    query = select(ImportJob.id, ImportJob.client).where(ImportJob.status == JobStatus.QUEUED, ~client_busy)
+    if job_id is not None:
+        query = query.where(ImportJob.id == job_id)
+    if due_before is not None:
+        query = query.where(ImportJob.received_at <= due_before)
+    try:
+        with database.session() as session:
+            candidates = session.execute(query.order_by(ImportJob.received_at, ImportJob.id).limit(20)).all()
+        for candidate_id, client in candidates:
+            now = _now()
+            with database.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    # Serialises claims per client, so "no running job of this client" and the update are one step.
+                    lock = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
+                    connection.execute(lock, {"key": f"import:{client}"})
+                busy = exists().where(running.client == client, running.status == JobStatus.RUNNING)
+                changed = connection.execute(
+                    update(ImportJob)
+                    .where(ImportJob.id == candidate_id, ImportJob.status == JobStatus.QUEUED, ~busy)
+                    .values(
+                        status=JobStatus.RUNNING,
+                        claimed_by=node,
+                        started_at=now,
+                        heartbeat_at=now,
+                        attempts=ImportJob.attempts + 1,
+                        finished_at=None,
+                    )
+                ).rowcount
+            if changed == 1:
+                with database.session() as session:
+                    return session.get(ImportJob, candidate_id)
+    except (OperationalError, InterfaceError) as exc:
+        raise _db_down(database, exc) from exc
+    return None
+
+
+def heartbeat(database: Database, job_id: int, node: str) -> bool:
+    """Refresh a running job's heartbeat. False when the job is no longer ours."""
+    with database.engine.begin() as connection:
+        changed = connection.execute(
+            update(ImportJob)
+            .where(ImportJob.id == job_id, ImportJob.claimed_by == node, ImportJob.status == JobStatus.RUNNING)
+            .values(heartbeat_at=_now())
+        ).rowcount
+    return changed == 1
+
+
+def _orphaned(claimer: str | None, node: str) -> bool:
+    """Whether a claimer on this host is certainly gone: its process is dead, or its pid is now ours."""
+    if not claimer:
+        return True
+    host, _, rest = claimer.partition(":")
+    pid_text, _, token = rest.partition(":")
+    my_host, my_pid, my_token = node.split(":")
+    if host != my_host or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == int(my_pid):
+        return token != my_token
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def requeue_stale(database: Database, node: str, *, stale_seconds: float = STALE_SECONDS) -> list[int]:
+    """Put back in the queue every running job whose claimer stopped (heartbeat too old, or a dead process of this
+    host). A job that has stopped ``MAX_ATTEMPTS`` times is failed instead. Returns the ids requeued or failed."""
+    cutoff = _now() - timedelta(seconds=stale_seconds)
+    changed: list[int] = []
+    try:
+        with database.session() as session:
+            rows = session.execute(
+                select(ImportJob.id, ImportJob.claimed_by, ImportJob.heartbeat_at, ImportJob.attempts).where(
+                    ImportJob.status == JobStatus.RUNNING
+                )
+            ).all()
+        for job_id, claimer, beat, attempts in rows:
+            if beat is not None and beat.tzinfo is None:
+                beat = beat.replace(tzinfo=UTC)  # SQLite hands back stored UTC without its zone
+            if not (_orphaned(claimer, node) or beat is None or beat < cutoff):
+                continue
+            gave_up = attempts >= MAX_ATTEMPTS
+            values: dict[str, Any] = (
+                {
+                    "status": JobStatus.FAILED,
+                    "finished_at": _now(),
+                    "message": f"gave up: the import stopped without finishing {attempts} times",
+                }
+                if gave_up
+                else {"status": JobStatus.QUEUED, "message": f"requeued: {claimer} stopped while importing"}
+            )
+            with database.engine.begin() as connection:
+                done = connection.execute(
+                    update(ImportJob)
+                    .where(
+                        ImportJob.id == job_id, ImportJob.status == JobStatus.RUNNING, ImportJob.claimed_by == claimer
+                    )
+                    .values(claimed_by=None, **values)
+                ).rowcount
+            if done == 1:
+                changed.append(job_id)
+                event(
+                    log,
+                    "import_requeued" if not gave_up else "import_gave_up",
+                    logging.WARNING,
+                    env=database.env,
+                    job=job_id,
+                    claimer=claimer,
+                    attempts=attempts,
+                )
+    except (OperationalError, InterfaceError) as exc:
+        raise _db_down(database, exc) from exc
+    return changed
+
+
+def release(database: Database, job_id: int) -> ImportJob:
+    """Send a held (or failed) job back to the queue; it will pass the safety hold once."""
+    try:
+        with database.session() as session, session.begin():
+            job = session.get(ImportJob, job_id)
+            if job is None:
+                raise UsageError(f"no job {job_id} in the {database.env} environment")
+            if job.status not in (JobStatus.HELD, JobStatus.FAILED):
+                raise UsageError(f"job {job_id} is {job.status}; only a held or failed job can be released")
+            job.status = JobStatus.QUEUED
+            job.released_at = _now()
+            job.claimed_by = None
+            job.message = "released by an operator: the safety hold is bypassed once"
+    except (OperationalError, InterfaceError) as exc:
+        raise _db_down(database, exc) from exc
+    event(log, "import_released", env=database.env, job=job_id, client=job.client)
+    return job
+
+
+def spool_file(where: Environment, client: str, path: Path, *, via: str = "cli") -> ImportJob:
+    """Queue a file from anywhere (``lcsync import file``): copied into the spool, upload/ left alone."""
+    where.import_config(client)
+    spool = where.layout.spool_dir(where.env, client)
+    spool.mkdir(parents=True, exist_ok=True)
+    target = spool / f"{uuid.uuid4().hex}_{path.name}"
+    partial = target.with_name(target.name + ".copying")
+    shutil.copyfile(path, partial)
+    with open(partial, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(partial, target)
+    job = ImportJob(
+        client=client,
+        filename=path.name,
+        spool_path=where.layout.relative(target),
+        size=target.stat().st_size,
+        status=JobStatus.QUEUED,
+        received_via=via,
+        username=os.environ.get("USER"),
+    )
+    try:
+        with where.database.session() as session, session.begin():
+            session.add(job)
+    except (OperationalError, InterfaceError) as exc:
+        target.unlink(missing_ok=True)
+        raise _db_down(where.database, exc) from exc
+    return job
+
+
+# --- one job -----------------------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _local(moment: datetime, zone: Any) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _archive_path(where: Environment, job: ImportJob) -> Path:
+    return where.layout.archive_dir(where.env, job.client) / Path(job.spool_path).name
+
+
+def _last_applied(where: Environment, client: str, exclude: int | None) -> ImportJob | None:
+    with where.database.session() as session:
+        query = select(ImportJob).where(ImportJob.client == client, ImportJob.status == JobStatus.APPLIED)
+        if exclude is not None:
+            query = query.where(ImportJob.id != exclude)
+        return session.scalar(query.order_by(ImportJob.finished_at.desc(), ImportJob.id.desc()).limit(1))
+
+
+def run_pipeline(
+    where: Environment,
+    client: str,
+    source: Path,
+    writer: ResultWriter,
+    *,
+    job_id: int | None,
+    released: bool,
+    sha256: str,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> Summary:
+    """Read, validate, decide and apply one file, streaming its rows into ``writer``. Returns the summary (the
+    caller publishes the result file). Raises only for the unexpected (DatabaseUnavailable, bugs)."""
+    from ingest.apply import UserStore
+    from ingest.reader import open_user_file
+    from ingest.validate import validate
+
+    template = where.import_config(client).template
+    previous = _last_applied(where, client, job_id)
+    if previous is not None and previous.sha256 == sha256:
+        when = _local(previous.finished_at or previous.received_at, where.config.zone)
+        return Summary(
+            JobStatus.DUPLICATE,
+            f"nothing changed: this file is byte-for-byte identical to {previous.filename}, "
+            f"applied as job {previous.id} on {when}",
+        )
+    store = UserStore(where.database)
+    try:
+        user_file = open_user_file(source, template)
+    except InputFileError as exc:
+        return Summary(JobStatus.REJECTED, f"nothing applied: {exc}")
+    validation = validate(user_file, store.manager_map(client))
+    merger = ResultMerger(writer, validation.errors)
+    errors = len(validation.bad_lines)
+    total = validation.total_rows
+    release_hint = (
+        f"An operator can release it with `lcsync import release {job_id} --env {where.env}`, "
+        "or upload a corrected file."
+    )
+    if template.on_row_error == "reject" and validation.errors:
+        merger.close()
+        return Summary(
+            JobStatus.REJECTED,
+            f"nothing applied: {errors} {'row has' if errors == 1 else 'rows have'} "
+            "errors and this template rejects a file with any bad row (on_row_error: reject); correct "
+            "them and upload the file again",
+            rows_total=total,
+            errors=errors,
+        )
+    hold: str | None = None
+    if validation.valid_count == 0:
+        hold = "held, nothing applied: the file has no valid row."
+    elif template.mode == "full":
+        active, would = store.plan_suspensions(client, validation.keys_in_file)
+        if active and would * 100.0 / active > template.max_suspend_percent:
+            hold = (
+                f"held, nothing applied: this full file would suspend {would} of {active} active users "
+                f"({would * 100.0 / active:.1f}%, more than the {template.max_suspend_percent:g}% allowed)."
+            )
+    if hold and not released:
+        merger.close()
+        return Summary(JobStatus.HELD, f"{hold} {release_hint}", rows_total=total, errors=errors)
+    step = (lambda done: progress(done, total)) if progress else None
+    counts = store.apply(client, template, validation, job_id, merger.outcome, dry_run=dry_run, progress=step)
+    merger.close()
+    note = "released by an operator past the safety hold" if hold and released else ""
+    if dry_run:
+        note = "dry run: nothing was changed" + (f"; {note}" if note else "")
+    return Summary(
+        JobStatus.APPLIED,
+        note,
+        rows_total=total,
+        created=counts.created,
+        updated=counts.updated,
+        unchanged=counts.unchanged,
+        reactivated=counts.reactivated,
+        errors=errors,
+        suspended=counts.suspended,
+    )
+
+
+def _source(where: Environment, job: ImportJob) -> Path | None:
+    """The job's file: in the spool, or already in the archive (a retry after a crash, a released held job)."""
+    for candidate in (where.layout.absolute(job.spool_path), _archive_path(where, job)):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def process(where: Environment, job: ImportJob, node: str, *, progress: Progress | None = None) -> JobReport:
+    """Run a claimed job to its final status; write its result file, archive its file, release its upload entry."""
+    started = time.monotonic()
+    layout = where.layout
+    when = datetime.now(where.config.zone)
+    stop_beat = threading.Event()
+    beat = threading.Thread(
+        target=_beat,
+        args=(where.database, job.id, node, stop_beat),
+        daemon=True,
+        name=f"lcsync-import-heartbeat-{job.id}",
+    )
+    beat.start()
+    result_path: Path | None = None
+    results, temp = layout.results_dir(where.env, job.client), layout.spool_dir(where.env, job.client)
+    try:
+        source = _source(where, job)
+        summary: Summary | None = None
+        if source is None:
+            summary = Summary(JobStatus.FAILED, "the spooled file is missing; nothing applied")
+        else:
+            sha = _sha256(source)
+            _set(where.database, job.id, sha256=sha)
+            try:
+                with ResultWriter(results, job.filename, when, temp_dir=temp) as writer:
+                    summary = run_pipeline(
+                        where,
+                        job.client,
+                        source,
+                        writer,
+                        job_id=job.id,
+                        released=job.released_at is not None,
+                        sha256=sha,
+                        progress=progress,
+                    )
+                    result_path = writer.finish(summary)
+            except (DatabaseUnavailable, OperationalError, InterfaceError):
+                raise
+            except Exception as exc:
+                # The rows written so far describe a transaction that was rolled back: that file is discarded.
+                log.exception("import_error", extra={"fields": {"env": where.env, "job": job.id}})
+                summary = Summary(
+                    JobStatus.FAILED,
+                    f"nothing applied: the import failed ({exc!r}); the operators have the details in the log",
+                )
+        if result_path is None:
+            with ResultWriter(results, job.filename, when, temp_dir=temp) as writer:
+                result_path = writer.finish(summary)
+        archive: Path | None = None
+        if source is not None:
+            archive = _archive_path(where, job)
+            if source != archive:
+                archive.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, archive)
+        release_upload_entry(layout, job, where.env)
+        counts = (
+            {}
+            if summary.status == JobStatus.DUPLICATE
+            else {
+                "rows_total": summary.rows_total,
+                "rows_created": summary.created,
+                "rows_updated": summary.updated,
+                "rows_unchanged": summary.unchanged,
+                "rows_reactivated": summary.reactivated,
+                "rows_suspended": summary.suspended,
+                "rows_error": summary.errors,
+            }
+        )
+        _finish(where, job, summary, result_path, archive, counts)
+    except (DatabaseUnavailable, OperationalError, InterfaceError) as exc:
+        _requeue_after_db_error(where.database, job.id, node)
+        if isinstance(exc, DatabaseUnavailable):
+            raise
+        raise _db_down(where.database, exc) from exc
+    finally:
+        stop_beat.set()
+        beat.join()
+    report = JobReport(job.id, job.client, job.filename, summary.status, summary, result_path)
+    METRICS.inc("lcsync_imports_total", env=where.env, outcome=str(summary.status))
+    event(
+        log,
+        "import_finished",
+        logging.WARNING if report.failed else logging.INFO,
+        env=where.env,
+        client=job.client,
+        job=job.id,
+        file=job.filename,
+        status=str(summary.status),
+        rows=summary.rows_total,
+        created=summary.created,
+        updated=summary.updated,
+        unchanged=summary.unchanged,
+        reactivated=summary.reactivated,
+        suspended=summary.suspended,
+        errors=summary.errors,
+        result=result_path.name if result_path else None,
+        seconds=round(time.monotonic() - started, 3),
+        message=summary.message,
+    )
+    return report
+
+
+def _beat(database: Database, job_id: int, node: str, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_SECONDS):
+        try:
+            if not heartbeat(database, job_id, node):
+                event(log, "import_heartbeat_lost", logging.WARNING, env=database.env, job=job_id)
+        except (OperationalError, InterfaceError) as exc:
+            event(log, "import_heartbeat_failed", logging.WARNING, env=database.env, job=job_id, reason=str(exc))
+
+
+def _set(database: Database, job_id: int, **values: Any) -> None:
+    with database.engine.begin() as connection:
+        connection.execute(update(ImportJob).where(ImportJob.id == job_id).values(**values))
+
+
+def _finish(
+    where: Environment,
+    job: ImportJob,
+    summary: Summary,
+    result: Path | None,
+    archive: Path | None,
+    counts: Mapping[str, int],
+) -> None:
+    layout = where.layout
+    with where.database.engine.begin() as connection:
+        connection.execute(
+            update(ImportJob)
+            .where(ImportJob.id == job.id)
+            .values(
+                status=summary.status,
+                message=summary.text() or None,
+                finished_at=_now(),
+                source_key=None,
+                result_path=layout.relative(result) if result else None,
+                archive_path=layout.relative(archive) if archive else None,
+                **counts,
+            )
+        )
+        if summary.status in (JobStatus.APPLIED, JobStatus.HELD):
+            connection.execute(
+                update(ImportJob)
+                .where(
+                    ImportJob.client == job.client,
+                    ImportJob.status == JobStatus.HELD,
+                    ImportJob.id != job.id,
+                    ImportJob.received_at <= job.received_at,
+                )
+                .values(
+                    status=JobStatus.REJECTED,
+                    finished_at=_now(),
+                    message=f"superseded by job {job.id} (a newer upload); never applied",
+                )
+            )
+
+
+def _requeue_after_db_error(database: Database, job_id: int, node: str) -> None:
+    """Back to the queue for a later try (not counted as an attempt). If even this fails, the stale heartbeat
+    requeues the job later."""
+    try:
+        with database.engine.begin() as connection:
+            connection.execute(
+                update(ImportJob)
+                .where(ImportJob.id == job_id, ImportJob.claimed_by == node, ImportJob.status == JobStatus.RUNNING)
+                .values(
+                    status=JobStatus.QUEUED,
+                    claimed_by=None,
+                    attempts=ImportJob.attempts - 1,
+                    message="requeued: the database was unavailable",
+                )
+            )
+    except (OperationalError, InterfaceError):
+        pass
+
+
+def dry_run(where: Environment, client: str, path: Path, *, progress: Progress | None = None) -> JobReport:
+    """What importing ``path`` would do, changing nothing: the result file goes to a temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="lcsync-dry-run-"))
+    when = datetime.now(where.config.zone)
+    with ResultWriter(folder, path.name, when, temp_dir=folder) as writer:
+        summary = run_pipeline(
+            where,
+            client,
+            path,
+            writer,
+            job_id=None,
+            released=False,
+            sha256=_sha256(path),
+            dry_run=True,
+            progress=progress,
+        )
+        result = writer.finish(summary)
+    return JobReport(None, client, path.name, summary.status, summary, result)
+
+
+def run_queue(
+    where: Environment,
+    node: str,
+    *,
+    due_before: datetime | None = None,
+    stop: threading.Event | None = None,
+    progress: Progress | None = None,
+) -> list[JobReport]:
+    """Process queued jobs one after another (oldest first) until none can be claimed or ``stop`` is set."""
+    reports: list[JobReport] = []
+    while stop is None or not stop.is_set():
+        job = claim(where.database, node, due_before=due_before)
+        if job is None:
+            break
+        reports.append(process(where, job, node, progress=progress))
+    return reports
