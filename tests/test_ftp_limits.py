@@ -74,7 +74,12 @@ def test_a_slow_upload_hook_holds_up_only_its_own_session(write_config: Any) -> 
         server.service.ftp.handler.on_upload = staticmethod(slow_hook)  # type: ignore[assignment]
         slow = connect(server)
         done: list[str] = []
-        worker = threading.Thread(target=lambda: done.append(upload(slow, "upload/acme_users.csv", user_data(10))))
+
+        def upload_then_noop() -> None:
+            upload(slow, "upload/acme_users.csv", user_data(10))
+            done.append(slow.sendcmd("NOOP"))  # answered only once this session's hook has returned
+
+        worker = threading.Thread(target=upload_then_noop)
         worker.start()
         assert entered.wait(20)
         # While the first session is stuck in its hook, another client logs in, lists and uploads.
@@ -86,4 +91,4 @@ def test_a_slow_upload_hook_holds_up_only_its_own_session(write_config: Any) -> 
         release.set()
         worker.join(30)
         slow.quit()
-        assert done and done[0].startswith("226")
+        assert done and done[0].startswith("200")
