@@ -1,4 +1,8 @@
-"""``lcsync serve``: the FTP server, the upload watcher and (in later issues) the worker and scheduler in one process.
+"""``lcsync serve``: the FTP server, the upload watcher and the import workers (later: the scheduler) in one process.
+
+An upload queued by the FTP hook nudges its environment's import worker (``on_arrival`` environments import it at
+once); jobs queued by the watcher or another node are found by the worker's poll. Cron environments import at their
+``import_schedule`` (``ingest.schedule``).
 
 Signals: SIGHUP (or a change of accounts.yaml on disk) reloads the configuration and the certificate without dropping
 connections, and a file that fails validation is refused while the running configuration stays; SIGTERM and SIGINT
@@ -24,6 +28,7 @@ from core.errors import ConfigError, DatabaseUnavailable
 from core.layout import Layout
 from core.log import event, setup_logging
 from core.queue import Arrival, enqueue
+from ingest.schedule import ImportWorker
 from ingest.watcher import UploadWatcher
 from server.authorizer import Account
 from server.ftpserver import FtpService
@@ -62,24 +67,39 @@ def open_databases(config: Config) -> dict[str, Database]:
 class Service:
     """Everything ``lcsync serve`` runs, startable and stoppable in-process (the tests run it this way too)."""
 
-    def __init__(self, config: Config, *, auth_failed_delay: float = 3.0, settle_seconds: float = 2.0) -> None:
+    def __init__(
+        self, config: Config, *, auth_failed_delay: float = 3.0, settle_seconds: float = 2.0, imports: bool = True
+    ) -> None:
+        """``imports=False`` runs the front door only (jobs stay queued): for tests of the FTP server and queue."""
         self.config = config
         self.layout = Layout(config.data_dir)
         self.databases = open_databases(config)
         self.ftp = FtpService(config, self._on_upload, auth_failed_delay=auth_failed_delay)
         self.watcher = UploadWatcher(config, self.databases, settle_seconds=settle_seconds)
+        self.imports = imports
+        self.workers: dict[str, ImportWorker] = {}
+        if imports:
+            self.workers = {env: ImportWorker(config, env, db) for env, db in self.databases.items()}
 
     def _on_upload(self, account: Account, path: Path, username: str, remote_ip: str) -> None:
         arrival = Arrival(account.env, account.client_id, path, "ftp", username, remote_ip)
-        enqueue(self.layout, self.databases[account.env], arrival)
+        job = enqueue(self.layout, self.databases[account.env], arrival)
+        worker = self.workers.get(account.env)
+        if job is not None and worker is not None:
+            worker.nudge()
 
     def start(self) -> None:
         self.ftp.start()
         self.watcher.start()
+        for worker in self.workers.values():
+            worker.start()
 
     def stop(self, drain_seconds: float = 0.0) -> None:
+        """Stop accepting, let transfers drain, then let each import worker finish the job in hand."""
         self.ftp.stop(drain_seconds)
         self.watcher.stop()
+        for worker in self.workers.values():
+            worker.stop()
         for database in self.databases.values():
             database.dispose()
 
@@ -96,8 +116,13 @@ class Service:
         for env in config.environments.keys() - self.databases.keys():
             self.databases[env] = Database(env, config.database_url(env))
             self.databases[env].upgrade()
+            if self.imports:
+                self.workers[env] = ImportWorker(config, env, self.databases[env])
+                self.workers[env].start()
         self.ftp.reload(config)
         self.watcher.update_config(config)
+        for worker in self.workers.values():
+            worker.update_config(config)
         self.config = config
         return True
 

@@ -45,8 +45,11 @@ class Running:
 
 
 @contextmanager
-def running(config: Config, *, auth_failed_delay: float = 0.05, settle_seconds: float = 0.3) -> Iterator[Running]:
-    service = Service(config, auth_failed_delay=auth_failed_delay, settle_seconds=settle_seconds)
+def running(
+    config: Config, *, auth_failed_delay: float = 0.05, settle_seconds: float = 0.3, imports: bool = False
+) -> Iterator[Running]:
+    """The service on loopback; without its import workers unless ``imports`` (front-door tests see jobs queued)."""
+    service = Service(config, auth_failed_delay=auth_failed_delay, settle_seconds=settle_seconds, imports=imports)
     service.start()
     try:
         host, port = service.ftp.addresses[0]
