@@ -1,0 +1,524 @@
+"""Applying a validated User Data file to the user store: the only writer of users, groups and their history.
+
+One file is one transaction (SPEC 5, docs/design/import.md)::
+
+    load the client's users as compact {employee_id: hash|status|id}   (one query, ~150 bytes a user)
+    for each batch of valid rows, in file order:
+        new key            -> ids assigned in Python, user + memberships + custom values inserted in bulk
+        known key, same hash -> unchanged: nothing read, nothing written
+        known key, other hash -> the stored values of the batch's candidates read by id, compared field by field:
+                              only the changed columns updated, one audit row per change, reactivation
+        on_outcome for every row of the batch, in file order
+    full mode: active users absent from keys_in_file suspended (audit rows too), on_outcome for each
+    commit (or roll back: a dry run, or any exception)
+
+A manager named before its own row gets its id at once (the foreign key is deferred), so managers are linked without
+a second pass over the users; a manager whose row never came is unlinked before the commit.
+
+``row_hash`` is a 64-bit BLAKE2b digest over the values a row determines under its template (the template's shape is
+part of the digest): equal digests mean the stored user already says what the row says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from hashlib import blake2b
+from typing import Any, Protocol
+
+from sqlalchemy import text
+
+from core.config import TemplateConfig
+from core.db import Database
+from core.models import UserStatus
+from ingest.rows import Outcome, RowOutcome, UserRow
+from ingest.store_sql import (
+    AUDIT_COLUMNS,
+    DATE_COLUMNS,
+    OUTCOME_COLUMNS,
+    PLAIN_COLUMNS,
+    USER_INSERT_COLUMNS,
+    StoreConnection,
+    store_connection,
+)
+
+BATCH = 20_000
+ACTIVE = UserStatus.ACTIVE.value
+SUSPENDED = UserStatus.SUSPENDED.value
+_NO_HASH = b"\0" * 8
+_STATUS_BYTE = {ACTIVE: b"a", SUSPENDED: b"s"}
+PLAIN_INDEX = {c: i for i, c in enumerate(PLAIN_COLUMNS)}
+_Candidate = tuple[int, UserRow, "_Layout", list[Any], str | None, tuple[Any, ...], tuple[Any, ...], bytes, int]
+
+
+class ValidationLike(Protocol):
+    """What apply needs of ingest.validate.Validation."""
+
+    @property
+    def keys_in_file(self) -> Collection[str]: ...
+
+    def valid_rows(self) -> Iterator[UserRow]: ...
+
+
+@dataclass
+class ApplyCounts:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    reactivated: int = 0
+    suspended: int = 0
+
+
+class _Layout:
+    """How one file's rows map onto the store: which columns a row sets, in a fixed order, and its digest's salt.
+
+    The reader puts in ``UserRow.fields``/``groups``/``custom`` only the template columns present in the file: a
+    column missing from the file leaves the stored value alone; an empty cell (None) clears it. username and status
+    are always set: username defaults to the email, status to active (a user listed in the file is a current user).
+    """
+
+    def __init__(self, row: UserRow) -> None:
+        present = row.fields
+        self.columns = tuple(
+            c for c in PLAIN_COLUMNS if c in present or c == "status" or (c == "username" and "email" in present)
+        )
+        self.index = {c: i for i, c in enumerate(self.columns)}
+        self.sizes = (len(row.fields), len(row.groups), len(row.custom))
+        self.manager_mapped = "manager_id" in present
+        self.date_indexes = tuple(i for i, c in enumerate(self.columns) if c in DATE_COLUMNS)
+        self.group_types = tuple(row.groups)
+        self.custom_fields = tuple(row.custom)
+        self.type_ids: tuple[int, ...] = ()  # filled in by _Run, which knows the client's ids
+        self.field_ids: tuple[int, ...] = ()
+        # The shape is part of every digest: a file with other columns makes every user a candidate once.
+        shape = (self.columns, self.manager_mapped, self.group_types, self.custom_fields)
+        self.signature = "v1" + repr(shape)
+
+    def fits(self, row: UserRow) -> bool:
+        return (len(row.fields), len(row.groups), len(row.custom)) == self.sizes
+
+    def values(self, row: UserRow) -> list[Any]:
+        """The row's values for ``self.columns`` (dates as ``date``), with username and status filled in."""
+        fields = row.fields
+        values = list(map(fields.get, self.columns))
+        status = self.index["status"]
+        if values[status] is None:
+            values[status] = ACTIVE
+        username = self.index.get("username")
+        if username is not None and values[username] is None:
+            values[username] = fields.get("email")
+        return values
+
+    def digest(self, values: Sequence[Any], manager: str | None, groups: Sequence[Any], custom: Sequence[Any]) -> bytes:
+        parts = [self.signature]
+        for value in values:
+            parts.append("\0" if value is None else value if isinstance(value, str) else value.isoformat())
+        parts.append("\0" if manager is None else manager)
+        for value in groups:
+            parts.append("\0" if value is None else value)
+        for value in custom:
+            parts.append("\0" if value is None else value)
+        return blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+class UserStore:
+    """The LMS user store of one environment's database (see the module docstring for how a file is applied)."""
+
+    def __init__(self, database: Database, *, batch_size: int = BATCH) -> None:
+        self.database = database
+        self.batch_size = batch_size  # rows per bulk statement; smaller only in tests, to cross batch edges
+
+    def manager_map(self, client: str) -> dict[str, str | None]:
+        """employee_id -> the manager's employee_id (or None) for every user of ``client`` in the store."""
+        statement = text(
+            "SELECT u.employee_id, m.employee_id FROM users u LEFT JOIN users m ON m.id = u.manager_id "
+            "WHERE u.client = :client"
+        )
+        managers: dict[str, str] = {}  # one string object per manager, however many reports they have
+        result: dict[str, str | None] = {}
+        with self.database.engine.connect() as connection:
+            for key, manager in connection.execute(statement, {"client": client}):
+                result[key] = None if manager is None else managers.setdefault(manager, manager)
+        return result
+
+    def plan_suspensions(self, client: str, keys_in_file: Collection[str]) -> tuple[int, int]:
+        """(active users in the store, how many a full file with these keys would suspend)"""
+        statement = text("SELECT employee_id FROM users WHERE client = :client AND status = :active")
+        active = absent = 0
+        with self.database.engine.connect() as connection:
+            for (key,) in connection.execute(statement, {"client": client, "active": ACTIVE}):
+                active += 1
+                if key not in keys_in_file:
+                    absent += 1
+        return active, absent
+
+    def apply(
+        self,
+        client: str,
+        template: TemplateConfig,
+        validation: ValidationLike,
+        job_id: int | None,
+        on_outcome: Callable[[RowOutcome], None],
+        *,
+        dry_run: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> ApplyCounts:
+        """Apply the valid rows of ``validation`` for ``client`` in one transaction and return the counts.
+
+        ``on_outcome`` is called for every valid row in file order, then for each suspended user (line None). The
+        calls happen before the commit: if apply raises, nothing was stored and the outcomes must be discarded.
+        ``dry_run`` computes everything, then rolls back. ``progress`` gets the number of rows applied so far.
+        """
+        conn = store_connection(self.database.engine)
+        try:
+            conn.begin()
+            run = _Run(conn, client, template, job_id, on_outcome)
+            done = 0
+            batch: list[UserRow] = []
+            for row in validation.valid_rows():
+                batch.append(row)
+                if len(batch) >= self.batch_size:
+                    run.batch(batch)
+                    done += len(batch)
+                    batch = []
+                    if progress is not None:
+                        progress(done)
+            if batch:
+                run.batch(batch)
+                done += len(batch)
+                if progress is not None:
+                    progress(done)
+            run.finish_managers()
+            if template.mode == "full":
+                run.suspend_absent(validation.keys_in_file)
+            if dry_run:
+                conn.rollback()
+            else:
+                conn.commit()
+            return run.counts
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            conn.close()
+
+
+class _Run:
+    """The state of one apply: the client's users, groups and custom fields, and the ids handed out so far."""
+
+    def __init__(
+        self,
+        conn: StoreConnection,
+        client: str,
+        template: TemplateConfig,
+        job_id: int | None,
+        on_outcome: Callable[[RowOutcome], None],
+    ) -> None:
+        self.conn = conn
+        self.client = client
+        self.layouts: dict[tuple[tuple[str, ...], ...], _Layout] = {}
+        self.job_id = job_id
+        self.on_outcome = on_outcome
+        self.counts = ApplyCounts()
+        self.now = datetime.now(UTC)
+        self.now_param = conn.time_param(self.now)
+        self.outcome_seq = 0
+        self.type_ids = self._named_ids("group_types", template.group_types)
+        self.field_ids = self._named_ids("custom_fields", template.custom_fields)
+        self.groups: dict[tuple[int, str], int] = {}
+        self.group_names: dict[int, str] = {}
+        for group_id, type_id, name in conn.fetchall(
+            "SELECT g.id, g.group_type_id, g.name FROM user_groups g JOIN group_types t ON t.id = g.group_type_id "
+            "WHERE t.client = ?",
+            (client,),
+        ):
+            self.groups[(type_id, name)] = group_id
+            self.group_names[group_id] = name
+        # employee_id -> hash (8 bytes) + status (1 byte) + id (decimal digits): ~150 bytes a user with the dict.
+        self.existing: dict[str, bytes] = {}
+        for key, row_hash, status, user_id in conn.execute(
+            "SELECT employee_id, row_hash, status, id FROM users WHERE client = ? ORDER BY employee_id", (client,)
+        ):
+            packed = (row_hash or _NO_HASH) + _STATUS_BYTE.get(status, b"?") + str(user_id).encode()
+            self.existing[key] = packed
+        self.new_ids: dict[str, int] = {}  # users created by this file, and managers named before their row
+        self.pending_managers: set[str] = set()  # keys of managers named but not (yet) created
+        self.id_pool: list[int] = []
+
+    def _named_ids(self, table: str, names: Sequence[str]) -> dict[str, int]:
+        """Ids of the client's group types or custom fields called ``names``, created on first use."""
+        found = {
+            name: ident
+            for ident, name in self.conn.fetchall(f"SELECT id, name FROM {table} WHERE client = ?", (self.client,))
+        }
+        missing = [name for name in dict.fromkeys(names) if name not in found]
+        ids = self.conn.new_ids(table, len(missing))
+        self.conn.insert(
+            table, ("id", "client", "name"), [(i, self.client, n) for i, n in zip(ids, missing, strict=True)]
+        )
+        found.update(zip(missing, ids, strict=True))
+        return found
+
+    def layout_for(self, row: UserRow) -> _Layout:
+        shape = (tuple(row.fields), tuple(row.groups), tuple(row.custom))
+        layout = self.layouts.get(shape)
+        if layout is None:
+            unknown = [n for n in (*row.groups, *row.custom) if n not in self.type_ids and n not in self.field_ids]
+            if unknown:
+                raise ValueError(f"line {row.line}: {unknown} are not group types or custom fields of the template")
+            layout = self.layouts[shape] = _Layout(row)
+            layout.type_ids = tuple(self.type_ids[name] for name in layout.group_types)
+            layout.field_ids = tuple(self.field_ids[name] for name in layout.custom_fields)
+        return layout
+
+    # --- ids -----------------------------------------------------------------------------------------------------
+
+    def _next_user_id(self) -> int:
+        if not self.id_pool:
+            self.id_pool = self.conn.new_ids("users", BATCH)[::-1]
+        return self.id_pool.pop()
+
+    def user_id(self, key: str) -> int:
+        """The id of the user ``key``: stored, created by this file, or reserved now for a manager named early."""
+        packed = self.existing.get(key)
+        if packed is not None:
+            return int(packed[9:])
+        ident = self.new_ids.get(key)
+        if ident is None:
+            ident = self.new_ids[key] = self._next_user_id()
+            self.pending_managers.add(key)
+        return ident
+
+    def group_id(self, type_id: int, name: str, created: list[tuple[int, int, str]]) -> int:
+        ident = self.groups.get((type_id, name))
+        if ident is None:
+            (ident,) = self.conn.new_ids("user_groups", 1)
+            self.groups[(type_id, name)] = ident
+            self.group_names[ident] = name
+            created.append((ident, type_id, name))
+        return ident
+
+    # --- one batch -----------------------------------------------------------------------------------------------
+
+    def batch(self, rows: list[UserRow]) -> None:
+        conn = self.conn
+        layout = self.layout_for(rows[0])
+        date_param = conn.date_param
+        new_users: list[tuple[Any, ...]] = []
+        new_groups: list[tuple[int, int, str]] = []
+        memberships: list[tuple[int, int, int]] = []
+        custom_values: list[tuple[int, int, str]] = []
+        outcomes: list[RowOutcome | None] = []
+        candidates: list[_Candidate] = []
+        for row in rows:
+            if not layout.fits(row):
+                layout = self.layout_for(row)
+            key = row.key
+            values = layout.values(row)
+            manager = row.fields.get("manager_id") if layout.manager_mapped else None
+            assert manager is None or isinstance(manager, str)
+            groups = tuple(map(row.groups.get, layout.group_types))
+            custom = tuple(map(row.custom.get, layout.custom_fields))
+            digest = layout.digest(values, manager, groups, custom)
+            packed = self.existing.get(key)
+            if packed is not None:
+                if packed[:8] == digest:
+                    self.counts.unchanged += 1
+                    outcomes.append(RowOutcome(row.line, key, Outcome.UNCHANGED))
+                else:
+                    candidates.append(
+                        (len(outcomes), row, layout, values, manager, groups, custom, digest, int(packed[9:]))
+                    )
+                    outcomes.append(None)
+                continue
+            if key in self.new_ids and key not in self.pending_managers:
+                raise ValueError(f"employee_id {key!r} appears twice among the valid rows (line {row.line})")
+            ident = self.user_id(key)
+            self.pending_managers.discard(key)
+            manager_id = self.user_id(manager) if manager is not None else None
+            columns = layout.columns
+            record = dict(zip(columns, values, strict=True))
+            for i in layout.date_indexes:
+                record[columns[i]] = date_param(values[i])
+            new_users.append(
+                (
+                    ident, self.client, key, record.get("username"), record.get("first_name"),
+                    record.get("last_name"), record.get("email"), record["status"], manager_id,
+                    record.get("start_date"), record.get("end_date"), record.get("phone"), record.get("job_title"),
+                    digest, self.job_id, self.now_param, self.now_param,
+                )
+            )  # fmt: skip
+            for type_id, group in zip(layout.type_ids, groups, strict=True):
+                if group is not None:
+                    memberships.append((ident, type_id, self.group_id(type_id, group, new_groups)))
+            for field_id, value in zip(layout.field_ids, custom, strict=True):
+                if value is not None:
+                    custom_values.append((ident, field_id, value))
+            self.counts.created += 1
+            outcomes.append(RowOutcome(row.line, key, Outcome.CREATED))
+        if new_groups:
+            conn.insert("user_groups", ("id", "group_type_id", "name"), new_groups)
+            new_groups = []
+        conn.insert("users", USER_INSERT_COLUMNS, new_users)
+        conn.insert("memberships", ("user_id", "group_type_id", "group_id"), memberships)
+        conn.insert("custom_values", ("user_id", "field_id", "value"), custom_values)
+        if candidates:
+            self._compare(candidates, outcomes)
+        for outcome in outcomes:
+            assert outcome is not None
+            self.on_outcome(outcome)
+
+    def _compare(
+        self,
+        candidates: list[_Candidate],
+        outcomes: list[RowOutcome | None],
+    ) -> None:
+        """Known users whose digest differs: read their stored values, write only what changed."""
+        conn = self.conn
+        ids = [c[-1] for c in candidates]
+        stored: dict[int, tuple[Any, ...]] = {}
+        for row in conn.rows_by_ids(
+            f"SELECT u.id, m.employee_id, {', '.join('u.' + c for c in PLAIN_COLUMNS)} "
+            "FROM users u LEFT JOIN users m ON m.id = u.manager_id WHERE u.id IN ({ids})",
+            ids,
+        ):
+            stored[row[0]] = row[1:]
+        stored_groups: dict[int, dict[int, int]] = {}
+        for user_id, type_id, group_id in conn.rows_by_ids(
+            "SELECT user_id, group_type_id, group_id FROM memberships WHERE user_id IN ({ids})", ids
+        ):
+            stored_groups.setdefault(user_id, {})[type_id] = group_id
+        stored_custom: dict[int, dict[int, str]] = {}
+        for user_id, field_id, value in conn.rows_by_ids(
+            "SELECT user_id, field_id, value FROM custom_values WHERE user_id IN ({ids})", ids
+        ):
+            stored_custom.setdefault(user_id, {})[field_id] = value
+
+        updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        rehash: list[tuple[bytes, int]] = []
+        audit: list[tuple[Any, ...]] = []
+        new_groups: list[tuple[int, int, str]] = []
+        set_groups: list[tuple[int, int, int]] = []
+        drop_groups: list[tuple[int, int]] = []
+        set_custom: list[tuple[int, int, str]] = []
+        drop_custom: list[tuple[int, int]] = []
+        changed_rows: list[tuple[Any, ...]] = []
+        for position, row, layout, values, manager, groups, custom, digest, user_id in candidates:
+            old = stored[user_id]
+            old_manager = old[0]
+            old_values = [old[1 + PLAIN_INDEX[c]] for c in layout.columns]
+            changed: list[str] = []
+            params: list[Any] = []
+            audit_before = len(audit)
+            was_suspended = False
+            for column, new, previous in zip(layout.columns, values, old_values, strict=True):
+                new_text, old_text = _text(new), _text(previous)
+                if new_text != old_text:
+                    changed.append(column)
+                    params.append(conn.date_param(new) if column in DATE_COLUMNS else new)
+                    audit.append((user_id, self.job_id, column, old_text, new_text, self.now_param))
+                    if column == "status" and old_text == SUSPENDED and new_text == ACTIVE:
+                        was_suspended = True
+            if layout.manager_mapped and manager != old_manager:
+                changed.append("manager_id")
+                params.append(None if manager is None else self.user_id(manager))
+                audit.append((user_id, self.job_id, "manager_id", old_manager, manager, self.now_param))
+            old_groups = stored_groups.get(user_id, {})
+            for type_name, type_id, group in zip(layout.group_types, layout.type_ids, groups, strict=True):
+                old_id = old_groups.get(type_id)
+                old_name = None if old_id is None else self.group_names[old_id]
+                if group == old_name:
+                    continue
+                if group is None:
+                    drop_groups.append((user_id, type_id))
+                else:
+                    set_groups.append((user_id, type_id, self.group_id(type_id, group, new_groups)))
+                audit.append((user_id, self.job_id, f"group:{type_name}", old_name, group, self.now_param))
+            old_custom = stored_custom.get(user_id, {})
+            for field_name, field_id, value in zip(layout.custom_fields, layout.field_ids, custom, strict=True):
+                old_value = old_custom.get(field_id)
+                if value == old_value:
+                    continue
+                if value is None:
+                    drop_custom.append((user_id, field_id))
+                else:
+                    set_custom.append((user_id, field_id, value))
+                audit.append((user_id, self.job_id, f"custom:{field_name}", old_value, value, self.now_param))
+            if len(audit) > audit_before:
+                updates.setdefault(tuple(changed), []).append((*params, digest, self.now_param, user_id))
+                outcome = Outcome.REACTIVATED if was_suspended else Outcome.UPDATED
+                if was_suspended:
+                    self.counts.reactivated += 1
+                else:
+                    self.counts.updated += 1
+                changed_rows.append((row.line, row.key, outcome.value))
+            else:
+                # Same values under another digest (a new template, or a user written by something else):
+                # only the bookkeeping digest is refreshed; updated_at and the history stay as they are.
+                outcome = Outcome.UNCHANGED
+                self.counts.unchanged += 1
+                rehash.append((digest, user_id))
+            outcomes[position] = RowOutcome(row.line, row.key, outcome)
+        if new_groups:
+            conn.insert("user_groups", ("id", "group_type_id", "name"), new_groups)
+        for changed_columns, rows in updates.items():
+            assignments = "".join(f"{c} = ?, " for c in changed_columns)
+            conn.executemany(f"UPDATE users SET {assignments}row_hash = ?, updated_at = ? WHERE id = ?", rows)
+        conn.executemany("UPDATE users SET row_hash = ? WHERE id = ?", rehash)
+        conn.delete_pairs("memberships", ("user_id", "group_type_id"), drop_groups)
+        conn.upsert_pairs("memberships", ("user_id", "group_type_id", "group_id"), set_groups)
+        conn.delete_pairs("custom_values", ("user_id", "field_id"), drop_custom)
+        conn.upsert_pairs("custom_values", ("user_id", "field_id", "value"), set_custom)
+        conn.insert("user_audit", AUDIT_COLUMNS, audit)
+        self._record_outcomes(changed_rows)
+
+    def _record_outcomes(self, rows: list[tuple[int | None, str, str]]) -> None:
+        if self.job_id is None or not rows:
+            return
+        records = []
+        for line, key, outcome in rows:
+            self.outcome_seq += 1
+            records.append((self.job_id, self.outcome_seq, line, key, outcome, None))
+        self.conn.insert("import_outcomes", OUTCOME_COLUMNS, records)
+
+    # --- after the last row --------------------------------------------------------------------------------------
+
+    def finish_managers(self) -> None:
+        """Unlink managers that were named before their row but whose row never came (it was rejected)."""
+        if not self.pending_managers:
+            return
+        dangling = [(self.new_ids[key],) for key in sorted(self.pending_managers)]
+        # row_hash NULL: the next import compares these users field by field and links the manager if it exists.
+        self.conn.executemany("UPDATE users SET manager_id = NULL, row_hash = NULL WHERE manager_id = ?", dangling)
+
+    def suspend_absent(self, keys_in_file: Collection[str]) -> None:
+        """Full mode: suspend the active users whose key is not in the file (rejected rows' keys are)."""
+        absent = [
+            (key, int(packed[9:]))
+            for key, packed in self.existing.items()
+            if packed[8:9] == b"a" and key not in keys_in_file
+        ]
+        if not absent:
+            return
+        self.conn.executemany(
+            "UPDATE users SET status = ?, row_hash = NULL, updated_at = ? WHERE id = ?",
+            [(SUSPENDED, self.now_param, user_id) for _, user_id in absent],
+        )
+        self.conn.insert(
+            "user_audit",
+            AUDIT_COLUMNS,
+            [(user_id, self.job_id, "status", ACTIVE, SUSPENDED, self.now_param) for _, user_id in absent],
+        )
+        self._record_outcomes([(None, key, Outcome.SUSPENDED.value) for key, _ in absent])
+        self.counts.suspended += len(absent)
+        for key, _ in absent:
+            self.on_outcome(RowOutcome(None, key, Outcome.SUSPENDED))
