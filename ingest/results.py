@@ -93,7 +93,12 @@ def _plural(count: int, word: str) -> str:
 
 def join_reasons(errors: Iterable[RowError]) -> str:
     """Every problem of one row in one reason: ``Email: not an email address; Start Date: not a date``."""
-    return "; ".join(f"{error.column}: {error.reason}" if error.column else error.reason for error in errors)
+    return "; ".join(
+        f"{error.column}: {error.reason}"
+        if error.column and not error.reason.startswith(error.column)
+        else error.reason
+        for error in errors
+    )
 
 
 class ResultWriter:

@@ -346,10 +346,9 @@ def run_pipeline(
         )
     store = UserStore(where.database)
     try:
-        user_file = open_user_file(source, template)
+        validation = validate(open_user_file(source, template), store.manager_map(client))
     except InputFileError as exc:
         return Summary(JobStatus.REJECTED, f"nothing applied: {exc}")
-    validation = validate(user_file, store.manager_map(client))
     merger = ResultMerger(writer, validation.errors)
     errors = len(validation.bad_lines)
     total = validation.total_rows
