@@ -42,7 +42,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "heads") -> None:
     """Apply the migrations up to ``revision`` (idempotent)."""
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
