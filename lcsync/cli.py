@@ -379,8 +379,8 @@ def import_run(ctx: click.Context, env: str | None, config_file: Path | None) ->
 @click.option("--limit", default=20, show_default=True, help="Jobs shown per environment, newest first.")
 @config_option
 def import_history(env: str | None, client: str | None, limit: int, config_file: Path | None) -> None:
-    """Finished jobs, newest first: status, row counts (new, updated, unchanged, reactivated, suspended, errors), the
-    result file and the reason. Times are in the configured time zone."""
+    """Processed jobs (held ones included), newest first: status, row counts (new, updated, unchanged,
+    reactivated, suspended, errors), the result file and the reason. Times are in the configured time zone."""
     config = _load(config_file)
     if client is not None and client not in config.clients:
         raise UsageError(f"unknown client {client!r} (known: {', '.join(config.clients)})")
@@ -392,7 +392,8 @@ def import_history(env: str | None, client: str | None, limit: int, config_file:
             _database_errors(where.database),
             where.database.session() as session,
         ):
-            query = select(ImportJob).where(ImportJob.status.in_([str(status) for status in FINISHED]))
+            done = [str(status) for status in (*FINISHED, JobStatus.HELD)]
+            query = select(ImportJob).where(ImportJob.status.in_(done))
             if client is not None:
                 query = query.where(ImportJob.client == client)
             jobs = list(session.scalars(query.order_by(ImportJob.id.desc()).limit(limit)))
@@ -437,10 +438,11 @@ def template_check(ctx: click.Context, file: Path, client: str, config_file: Pat
 
     Prints the report; exit status 1 when the file could not be imported as it is. Nothing is written.
     """
-    from ingest.template_check import check_template
-
     config = _load(config_file)
-    report = check_template(file, _import_config(config, client).template)
+    template = _import_config(config, client).template
+    from ingest.template_check import check_template  # written alongside; imported only when used
+
+    report = check_template(file, template)
     click.echo(report.render())
     ctx.exit(0 if report.ok else 1)
 

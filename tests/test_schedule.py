@@ -131,8 +131,10 @@ def test_apscheduler_trigger_gives_the_same_times() -> None:
     first = trigger.get_next_fire_time(None, now)
     assert first is not None
     second = trigger.get_next_fire_time(first, first)
+    assert second is not None
     third = trigger.get_next_fire_time(second, second)
-    assert [moment.astimezone(MELBOURNE).day for moment in (first, second, third) if moment] == [4, 5, 6]
+    assert third is not None
+    assert [moment.astimezone(MELBOURNE).day for moment in (first, second, third)] == [4, 5, 6]
 
 
 def test_last_fire_is_the_latest_run_at_or_before_now() -> None:
