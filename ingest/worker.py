@@ -50,6 +50,7 @@ from core.metrics import METRICS
 from core.models import ImportJob, JobStatus
 from core.queue import release_upload_entry
 from ingest.results import ResultMerger, ResultWriter, Summary
+from ingest.rows import Outcome, RowOutcome
 
 log = logging.getLogger("lcsync.import")
 
@@ -366,6 +367,8 @@ def run_pipeline(
             rows_total=total,
             errors=errors,
         )
+    if job_id is not None and not dry_run and _has_outcomes(where.database, job_id):
+        return _replay(where.database, job_id, validation, merger, total, errors)
     hold: str | None = None
     if validation.valid_count == 0:
         hold = "held, nothing applied: the file has no valid row."
@@ -395,6 +398,52 @@ def run_pipeline(
         reactivated=counts.reactivated,
         errors=errors,
         suspended=counts.suspended,
+    )
+
+
+def _has_outcomes(database: Database, job_id: int) -> bool:
+    """Whether an earlier attempt of this job committed its apply (the applier records changed rows and created
+    users with the job's id, in its one transaction) but stopped before recording the job's status."""
+    query = text(
+        "SELECT 1 FROM import_outcomes WHERE job_id = :job UNION ALL SELECT 1 FROM users WHERE created_job_id = :job"
+    )
+    with database.engine.connect() as connection:
+        return connection.execute(query, {"job": job_id}).first() is not None
+
+
+def _replay(database: Database, job_id: int, validation: Any, merger: ResultMerger, total: int, errors: int) -> Summary:
+    """The result of an apply that committed in an earlier attempt, from what it recorded: changed rows and
+    suspensions as outcomes, new users by their created_job_id; any other valid row was unchanged. Nothing is
+    applied twice."""
+    counts = dict.fromkeys(("created", "updated", "reactivated", "unchanged", "suspended"), 0)
+    query = text("SELECT line, employee_id, outcome, reason FROM import_outcomes WHERE job_id = :job ORDER BY seq")
+    with database.engine.connect() as connection:
+        recorded = iter(connection.execute(query, {"job": job_id}).all())
+        created = set(
+            connection.execute(
+                text("SELECT employee_id FROM users WHERE created_job_id = :job"), {"job": job_id}
+            ).scalars()
+        )
+    pending = next(recorded, None)
+    for row in validation.valid_rows():
+        if pending is not None and pending[0] == row.line:
+            outcome = RowOutcome(row.line, row.key, Outcome(pending[2]), pending[3] or "")
+            pending = next(recorded, None)
+        else:
+            outcome = RowOutcome(row.line, row.key, Outcome.CREATED if row.key in created else Outcome.UNCHANGED)
+        counts[str(outcome.outcome)] += 1
+        merger.outcome(outcome)
+    while pending is not None:
+        merger.outcome(RowOutcome(pending[0], pending[1], Outcome(pending[2]), pending[3] or ""))
+        counts[pending[2]] = counts.get(pending[2], 0) + 1
+        pending = next(recorded, None)
+    merger.close()
+    return Summary(
+        JobStatus.APPLIED,
+        "applied by an earlier attempt that stopped before recording it",
+        rows_total=total,
+        errors=errors,
+        **counts,
     )
 
 

@@ -323,6 +323,27 @@ def test_a_cron_environment_imports_only_jobs_queued_before_its_last_run(where: 
     assert [report.status for report in run_queue(where, worker.node_id(), due_before=datetime.now(UTC))] == ["applied"]
 
 
+def test_an_apply_committed_before_its_status_was_recorded_is_not_applied_twice(where: Environment) -> None:
+    from ingest.apply import UserStore
+    from ingest.reader import open_user_file
+    from ingest.validate import validate
+
+    upload(where, users_csv(10))
+    run_all(where)
+    job = upload(where, users_csv(15, salt="z"))  # 10 updated, 5 created
+    template = where.import_config("acme").template
+    validation = validate(open_user_file(where.layout.absolute(job.spool_path), template), {})
+    UserStore(where.database).apply("acme", template, validation, job.id, lambda outcome: None)  # then "died"
+
+    [report] = run_all(where)
+
+    stored = job_row(where, job.id)
+    assert (report.status, stored.rows_created, stored.rows_updated, stored.rows_unchanged) == ("applied", 5, 10, 0)
+    rows = result_rows(where.layout.absolute(stored.result_path or ""))
+    assert [row[2] for row in rows[1:-1]] == ["updated"] * 10 + ["created"] * 5
+    assert user_count(where) == 15
+
+
 # --- a crash in the middle of an import --------------------------------------------------------------------------
 
 
