@@ -167,20 +167,35 @@ class UserFile:
                     found.setdefault(key, []).append(line)
         return found
 
+    def duplicate_keys(self) -> set[str]:
+        """The keys on more than one record (a cheap re-read: no conversion)."""
+        index = self.columns[_template_name(self.template, self.template.key, self.columns)]
+        seen: set[str] = set()
+        duplicates: set[str] = set()
+        for _, cells in self._csv_lines():
+            if len(cells) > index:
+                key = cells[index].strip()
+                if key in seen:
+                    duplicates.add(key)
+                elif key:
+                    seen.add(key)
+        return duplicates
+
     def records(self) -> Iterator[UserRow | RowError]:
         """Every data record in file order, from the start of the file (see the module docstring)."""
-        return self._read(links_only=False)
+        return self._read()
 
-    def links(self) -> Iterator[tuple[int, str, str | None] | RowError]:
-        """What validation's first pass needs, faster than ``records()``: ``(line, key, manager_id)`` for every good
-        record (manager_id None when empty or not in the file), and the same RowErrors as ``records()``."""
-        return self._read(links_only=True)
+    def links(self) -> LinkScan:
+        """What validation's first pass needs, faster than ``records()`` (see ``LinkScan``)."""
+        return LinkScan(self)
 
-    def _read(self, *, links_only: bool) -> Iterator[Any]:
+    def _read(self, scan: LinkScan | None = None) -> Iterator[Any]:
         plan = _Plan(self)
         width = len(self.header)
-        fast = plan.compile(links_only=links_only)
+        fast = plan.compile(links_only=scan is not None)
         convert = plan.convert
+        errors = scan.errors if scan is not None else None
+        good = 0
         with self._reader() as reader:
             line_count = reader.line_num
             for cells in reader:
@@ -190,16 +205,38 @@ class UserFile:
                     if not any(cell.strip() for cell in cells):
                         continue
                     if len(cells) > width:
-                        yield plan.too_many_cells(line, cells)
+                        if errors is None:
+                            yield plan.too_many_cells(line, cells)
+                        else:
+                            errors.append(plan.too_many_cells(line, cells))
                         continue
                     cells.extend([""] * (width - len(cells)))
                 result = fast(line, cells)
                 if result is None:
-                    yield from convert(line, cells)
-                elif links_only:
-                    yield line, *result
+                    if errors is None:
+                        yield from convert(line, cells)
+                    else:
+                        errors.extend(convert(line, cells))
                 else:
+                    good += 1
                     yield result
+        if scan is not None:
+            scan.good = good
+
+
+class LinkScan:
+    """Validation's first pass over a file: iterating yields ``(key, manager_id)`` for every good record in file
+    order (manager_id None when empty or not in the file; equal manager ids are one string, to save memory).
+    Afterwards ``errors`` holds the RowErrors of the bad records (as ``records()`` yields them) and ``good`` the
+    number of good records."""
+
+    def __init__(self, user_file: UserFile) -> None:
+        self.user_file = user_file
+        self.errors: list[RowError] = []
+        self.good = 0
+
+    def __iter__(self) -> Iterator[tuple[str, str | None]]:
+        return self.user_file._read(self)
 
 
 class _Plan:
@@ -273,16 +310,21 @@ class _Plan:
                 lines.append(f"    key = cells[{index}].strip()")
                 fields.append(f"{target!r}: key")
                 continue
-            if links_only and index not in required and target not in ("email", "manager_id"):
+            if links_only and target not in ("email", "manager_id"):
+                if index in required:  # only whether there is a value
+                    checks.append(f"cells[{index}].strip()")
                 continue
             lines.append(f"    v{index} = cells[{index}].strip() or None")
             fields.append(f"{target!r}: v{index}")
             if target == "manager_id":
                 manager = f"v{index}"
-            if index in required:
-                checks.append(f"v{index} is not None")
             if target == "email":
-                checks.append(f"(v{index} is None or is_email(v{index}))")
+                test = f"is_email(v{index})"
+                checks.append(
+                    f"v{index} is not None and {test}" if index in required else f"(v{index} is None or {test})"
+                )
+            elif index in required:
+                checks.append(f"v{index} is not None")
         if self.status is not None:
             index = self.status[0]
             lines.append(f"    status = STATUS.get(cells[{index}].strip())")
@@ -297,6 +339,8 @@ class _Plan:
         custom = ", ".join(f"{name!r}: cells[{index}].strip() or None" for index, name in self.custom)
         lines.append(f"    if {' and '.join(checks)}:")
         if links_only:
+            if manager != "None":
+                manager = f"({manager} if {manager} is None else intern({manager}, {manager}))"
             lines.append(f"        return key, {manager}")
         else:
             lines.append(f"        return UserRow(line, key, {{{', '.join(fields)}}}, {{{groups}}}, {{{custom}}})")
@@ -307,8 +351,10 @@ class _Plan:
             "is_email": _is_email,
             "dates_get": self.date_cache.get,
             "parse_date": self.parse_date,
+            "intern": {}.setdefault,
         }
-        exec(compile("\n".join(lines), f"<lcsync reader for {self.width} columns>", "exec"), namespace)
+        self.source = "\n".join(lines)
+        exec(compile(self.source, f"<lcsync reader for {self.width} columns>", "exec"), namespace)
         fast: Callable[[int, list[str]], Any] = namespace["fast"]
         return fast
 
