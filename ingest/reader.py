@@ -71,6 +71,15 @@ def _cp1252_undefined(error: UnicodeError) -> tuple[str, int]:
 codecs.register_error(_CP1252_ERRORS, _cp1252_undefined)
 
 
+class MissingColumnsError(InputFileError):
+    """A required column is missing. ``user_file`` describes what was found (encoding, delimiter, header, the
+    template columns present and missing) for ``template check``; it must not be read."""
+
+    def __init__(self, message: str, user_file: UserFile) -> None:
+        super().__init__(message)
+        self.user_file = user_file
+
+
 def normalize_header(name: str) -> str:
     """How header names are compared: without a BOM, case-insensitively, with runs of white space as one space."""
     return " ".join(name.replace("\ufeff", "").split()).casefold()
@@ -608,6 +617,19 @@ def _match_header(
         if len(names) > 1:
             shown = " and ".join(repr(header[columns[name]]) for name in names)
             raise InputFileError(f"the columns {shown} both hold {target}; keep one of them")
+    missing = [name for name, target in template.columns.items() if target not in providers]
+    missing += [name for name in [*template.group_types, *template.custom_fields] if name not in columns]
+    user_file = UserFile(
+        path=path,
+        encoding=encoding,
+        delimiter=delimiter,
+        header=header,
+        unknown_columns=unknown,
+        missing_columns=missing,
+        template=template,
+        header_line=header_line,
+        columns=columns,
+    )
     missing_required: list[str] = []
     for target in dict.fromkeys([template.key, *template.required]):
         if target not in providers:
@@ -619,20 +641,9 @@ def _match_header(
         hint = ""
         if len(header) == 1:
             hint = f" (the file is read with the {DELIMITER_NAMES[delimiter]} as delimiter: is that right?)"
-        raise InputFileError(
+        raise MissingColumnsError(
             f"required column{plural} missing: {', '.join(missing_required)}. The file's header is: {found}{hint}. "
-            "Column names must match the agreed template (case and spaces do not matter)"
+            "Column names must match the agreed template (case and spaces do not matter)",
+            user_file,
         )
-    missing = [name for name, target in template.columns.items() if target not in providers]
-    missing += [name for name in [*template.group_types, *template.custom_fields] if name not in columns]
-    return UserFile(
-        path=path,
-        encoding=encoding,
-        delimiter=delimiter,
-        header=header,
-        unknown_columns=unknown,
-        missing_columns=missing,
-        template=template,
-        header_line=header_line,
-        columns=columns,
-    )
+    return user_file
