@@ -222,10 +222,13 @@ class UserFile:
                     cells.extend([""] * (width - len(cells)))
                 result = fast(line, cells)
                 if result is None:
+                    problems = convert(line, cells)
+                    if problems and line_count > line:
+                        problems.append(plan.spans_lines(line, line_count, cells))
                     if errors is None:
-                        yield from convert(line, cells)
+                        yield from problems
                     else:
-                        errors.extend(convert(line, cells))
+                        errors.extend(problems)
                 else:
                     good += 1
                     yield result
@@ -373,6 +376,15 @@ class _Plan:
             None,
             f"row has {len(cells)} cells, the header has {self.width} (is there a value with an unquoted "
             f"{DELIMITER_NAMES[self.delimiter]} in it? quote it)",
+            cells[self.key_index].strip() or None,
+        )
+
+    def spans_lines(self, line: int, last: int, cells: list[str]) -> RowError:
+        """The hint for a bad record that runs over several lines: most often a quote left open."""
+        return RowError(
+            line,
+            None,
+            f'this row runs on to line {last}: is a quote (") left open? (a value in quotes may hold line breaks)',
             cells[self.key_index].strip() or None,
         )
 
