@@ -14,9 +14,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 HEADER = [
-    "Employee ID", "First Name", "Last Name", "Email", "Status", "Manager ID", "Start Date",
-    "Department", "Location", "Position", "Cost Centre",
-]  # fmt: skip
+    "Employee ID",
+    "First Name",
+    "Last Name",
+    "Email",
+    "Status",
+    "Manager ID",
+    "Start Date",
+    "Department",
+    "Location",
+    "Position",
+    "Cost Centre",
+]
 
 
 def user(
@@ -76,8 +85,8 @@ FILES: dict[str, Callable[[], bytes | str]] = {
     "excel_cp1252.csv": lambda: table(
         [
             user("000101", "Zoë", "Brontë", email="zoe.bronte@example.com"),
-            user("000102", "Seán", "O’Brien", email="sean.obrien@example.com", manager="000101"),
-            user("000103", "José", "Muñoz", email="jose.munoz@example.com", department="Café – Retail"),
+            user("000102", "Seán", "O\u2019Brien", email="sean.obrien@example.com", manager="000101"),
+            user("000103", "José", "Muñoz", email="jose.munoz@example.com", department="Café \u2013 Retail"),
         ],
         encoding="cp1252",
     ),
@@ -129,7 +138,7 @@ FILES: dict[str, Callable[[], bytes | str]] = {
                     "",
                     "Retired",
                     "yes",
-                ]  # fmt: skip
+                ]
             )
         ]
     ),
