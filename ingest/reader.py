@@ -23,7 +23,6 @@ What the reader decides, so that the stages after it need not:
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import csv
 import io
@@ -36,9 +35,17 @@ from typing import Any
 from core.config import TemplateConfig
 from core.errors import InputFileError
 from ingest.rows import RowError, UserRow
+from ingest.sniff import (
+    CP1252_ERRORS,
+    DELIMITER_NAMES,
+    SNIFF_BYTES,
+    best_delimiter,
+    decode_sample,
+    detect_encoding,
+    refuse_non_text,
+    sample_records,
+)
 
-DELIMITERS = (",", ";", "\t", "|")
-DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 STATUS_VALUES = {
     "active": "active", "a": "active", "y": "active", "1": "active", "true": "active",
     "inactive": "suspended", "suspended": "suspended", "terminated": "suspended",
@@ -53,22 +60,7 @@ _STATUS_SPELLINGS = {
 STATUS_HELP = "active, inactive, suspended, terminated, A, I, Y, N, 1, 0, true or false"
 DATE_FIELDS = ("start_date", "end_date")
 
-_SNIFF_BYTES = 64 * 1024
-_SNIFF_RECORDS = 20
-_CHUNK = 1 << 20
-_CONTROL_BYTES = bytes([*range(0, 9), 11, 12, *range(14, 32), 127])
-_CP1252_ERRORS = "lcsync-cp1252"
 _DATE_CACHE_LIMIT = 100_000
-
-
-def _cp1252_undefined(error: UnicodeError) -> tuple[str, int]:
-    """Decode the five bytes Python's cp1252 leaves undefined as Windows does (the C1 control with that number)."""
-    if not isinstance(error, UnicodeDecodeError):
-        raise error
-    return error.object[error.start : error.end].decode("latin-1"), error.end
-
-
-codecs.register_error(_CP1252_ERRORS, _cp1252_undefined)
 
 
 class MissingColumnsError(InputFileError):
@@ -131,7 +123,7 @@ class UserFile:
         return header
 
     def _open(self) -> io.TextIOWrapper:
-        errors = _CP1252_ERRORS if self.encoding == "cp1252" else "strict"
+        errors = CP1252_ERRORS if self.encoding == "cp1252" else "strict"
         try:
             return open(self.path, encoding=self.encoding, errors=errors, newline="")
         except OSError as exc:
@@ -450,18 +442,18 @@ def open_user_file(path: Path, template: TemplateConfig) -> UserFile:
     path = Path(path)
     try:
         with open(path, "rb") as stream:
-            head = stream.read(_SNIFF_BYTES)
+            head = stream.read(SNIFF_BYTES)
     except OSError as exc:
         raise InputFileError(f"the file cannot be read: {exc.strerror}") from exc
-    _refuse_non_text(head)
-    encoding = _detect_encoding(path)
-    sample = _decode_sample(head, encoding, truncated=len(head) == _SNIFF_BYTES)
-    records = _sample_records(sample, template.delimiter or ",")
+    refuse_non_text(head)
+    encoding = detect_encoding(path)
+    sample = decode_sample(head, encoding, truncated=len(head) == SNIFF_BYTES)
+    records = sample_records(sample, template.delimiter or ",")
     if not records:
         raise InputFileError("the file is empty: it should hold a header line and one line per user")
     delimiter = template.delimiter or _detect_delimiter(sample, template)
     if delimiter != (template.delimiter or ","):
-        records = _sample_records(sample, delimiter)
+        records = sample_records(sample, delimiter)
     header_line, header = records[0]
     header = [name.replace("\ufeff", "").strip() for name in header]
     if encoding == "cp1252" and header[0].startswith("\u00ef\u00bb\u00bf"):  # a BOM, then bytes that are not UTF-8
@@ -481,118 +473,9 @@ def _has_data(user_file: UserFile) -> bool:
         return any(any(cell.strip() for cell in cells) for _, cells in lines)
 
 
-def _refuse_non_text(head: bytes) -> None:
-    """InputFileError when the first bytes show a spreadsheet, a PDF, an archive or other binary data."""
-    if head.startswith(b"PK\x03\x04"):
-        if b"xl/" in head or b"[Content_Types].xml" in head:
-            raise InputFileError(
-                "this is an Excel workbook (.xlsx) renamed .csv, not a CSV file; open it in Excel and save it as "
-                "'CSV UTF-8 (Comma delimited)'"
-            )
-        raise InputFileError("this is a ZIP archive, not a CSV file; upload the CSV file itself")
-    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
-        raise InputFileError(
-            "this is an old Excel workbook (.xls) renamed .csv, not a CSV file; open it in Excel and save it as "
-            "'CSV UTF-8 (Comma delimited)'"
-        )
-    if head.startswith(b"%PDF"):
-        raise InputFileError("this is a PDF document, not a CSV file; export the user data from your HR system as CSV")
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise InputFileError(
-            "this file is UTF-16 text (Excel's 'Unicode Text'); save it as 'CSV UTF-8 (Comma delimited)' instead"
-        )
-    if head.startswith(b"\x1f\x8b"):
-        raise InputFileError("this is a gzip-compressed file, not a CSV file; upload the CSV file uncompressed")
-    controls = len(head) - len(head.translate(None, _CONTROL_BYTES))
-    if b"\x00" in head or controls > max(8, len(head) // 100):
-        raise InputFileError(
-            "this is not a text file (it holds binary data); export the user data from your HR system as CSV"
-        )
-
-
-def _detect_encoding(path: Path) -> str:
-    """UTF-8 (``utf-8-sig`` with a BOM) when the whole file is valid UTF-8, else Windows-1252. A NUL byte anywhere
-    makes it binary (a database would refuse it in a value anyway)."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    utf8 = True
-    try:
-        with open(path, "rb") as stream:
-            first = True
-            while chunk := stream.read(_CHUNK):
-                if first:
-                    bom, first = chunk.startswith(codecs.BOM_UTF8), False
-                if b"\x00" in chunk:
-                    raise InputFileError(
-                        "this is not a text file (it holds NUL bytes); export the user data from your HR system as CSV"
-                    )
-                if utf8:
-                    try:
-                        decoder.decode(chunk)
-                    except UnicodeDecodeError:
-                        utf8 = False
-            if utf8:
-                decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        utf8 = False
-    except OSError as exc:
-        raise InputFileError(f"the file cannot be read: {exc.strerror}") from exc
-    if not utf8:
-        return "cp1252"
-    return "utf-8-sig" if not first and bom else "utf-8"
-
-
-def _decode_sample(head: bytes, encoding: str, *, truncated: bool) -> str:
-    if encoding == "cp1252":
-        text = head.decode("cp1252", errors=_CP1252_ERRORS)
-    else:
-        text = codecs.getincrementaldecoder(encoding)().decode(head, final=False)
-    if truncated:  # the last line may be cut short: leave it out of the sample
-        cut = max(text.rfind("\n"), text.rfind("\r"))
-        text = text[: cut + 1] if cut >= 0 else text
-    return text
-
-
-def _sample_records(sample: str, delimiter: str) -> list[tuple[int, list[str]]]:
-    """(line, cells) of the first non-blank records of the sample, the header first."""
-    reader = csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter)
-    records: list[tuple[int, list[str]]] = []
-    line_count = 0
-    try:
-        for cells in reader:
-            if any(cell.strip() for cell in cells):
-                records.append((line_count + 1, cells))
-                if len(records) >= _SNIFF_RECORDS:
-                    break
-            line_count = reader.line_num
-    except csv.Error:
-        pass
-    return records
-
-
 def _detect_delimiter(sample: str, template: TemplateConfig) -> str:
-    """The delimiter under which the header names the most template columns, then splits into the most columns
-    consistently with the lines after it."""
-    known = _template_names(template)
-    best: tuple[int, int, int, int] | None = None
-    choice = ","
-    for delimiter in DELIMITERS:
-        records = _sample_records(sample, delimiter)
-        if not records:
-            continue
-        header = records[0][1]
-        matched = sum(1 for name in header if normalize_header(name) in known)
-        consistent = sum(1 for _, cells in records[1:] if len(cells) == len(header))
-        score = (matched, len(header) > 1, consistent, len(header))
-        if best is None or score > best:
-            best, choice = score, delimiter
-    if best is not None and best[3] == 1 and best[0] == 0:
-        first = sample.strip().splitlines()[0] if sample.strip() else ""
-        shown = first if len(first) <= 80 else first[:77] + "..."
-        raise InputFileError(
-            f"the header line has only one column ({shown!r}): no delimiter (comma, semicolon, tab or |) was found; "
-            "save the file as CSV with one column per field"
-        )
-    return choice
+    """The delimiter under which the header names the most template columns (see ingest.sniff.best_delimiter)."""
+    return best_delimiter(sample, set(_template_names(template)), normalize_header)
 
 
 def _template_names(template: TemplateConfig) -> dict[str, str]:
