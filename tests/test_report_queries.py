@@ -175,7 +175,7 @@ def test_group_and_custom_columns_join_once_each_and_unimported_types_are_empty(
 
 
 def test_another_clients_users_and_groups_never_appear(store: Engine) -> None:
-    header, rows = run(store, make_report("users", ["employee_id", "group:Department"]), client="globex")
+    _, rows = run(store, make_report("users", ["employee_id", "group:Department"]), client="globex")
     assert rows == [("G001", "Sales")]
     assert run(store, make_report("users", ["employee_id"]), client="nobody")[1] == []
 
@@ -195,7 +195,7 @@ def test_completions_source_joins_users_courses_and_groups_in_order(store: Engin
 
 def test_a_session_works_as_well_as_a_connection(store: Engine) -> None:
     with Session(store) as session:
-        header, rows = report_rows(session, "acme", make_report("users", ["employee_id"]), today=TODAY)
+        _, rows = report_rows(session, "acme", make_report("users", ["employee_id"]), today=TODAY)
         assert [row[0] for row in rows] == ["E001", "E002", "E003", "E004"]
 
 
@@ -294,7 +294,7 @@ def test_rows_stream_without_being_held_in_memory(engine: Engine) -> None:
         )
     report = make_report("users", ["employee_id", "first_name", "job_title"])
     with engine.connect() as connection:
-        header, rows = report_rows(connection, "acme", report, today=TODAY)
+        _, rows = report_rows(connection, "acme", report, today=TODAY)
         assert not isinstance(rows, list | tuple)
         tracemalloc.start()
         seen, last = 0, ""
