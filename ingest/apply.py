@@ -25,6 +25,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from hashlib import blake2b
+from operator import itemgetter
 from typing import Any, Protocol
 
 from sqlalchemy import text
@@ -47,6 +48,7 @@ BATCH = 20_000
 ACTIVE = UserStatus.ACTIVE.value
 SUSPENDED = UserStatus.SUSPENDED.value
 _NO_HASH = b"\0" * 8
+_NULL = "\0"
 _STATUS_BYTE = {ACTIVE: b"a", SUSPENDED: b"s"}
 PLAIN_INDEX = {c: i for i, c in enumerate(PLAIN_COLUMNS)}
 _Candidate = tuple[int, UserRow, "_Layout", list[Any], str | None, tuple[Any, ...], tuple[Any, ...], bytes, int]
@@ -83,10 +85,16 @@ class _Layout:
         self.columns = tuple(
             c for c in PLAIN_COLUMNS if c in present or c == "status" or (c == "username" and "email" in present)
         )
-        self.index = {c: i for i, c in enumerate(self.columns)}
+        index = {c: i for i, c in enumerate(self.columns)}
+        self.status_index = index["status"]
+        self.username_index = index.get("username")
+        self.email_index = index.get("email")
         self.sizes = (len(row.fields), len(row.groups), len(row.custom))
         self.manager_mapped = "manager_id" in present
         self.date_indexes = tuple(i for i, c in enumerate(self.columns) if c in DATE_COLUMNS)
+        # The plain columns of a new user, in PLAIN_COLUMNS order, from values + [None] (None for absent ones).
+        missing = len(self.columns)
+        self.plain = itemgetter(*(index.get(c, missing) for c in PLAIN_COLUMNS))
         self.group_types = tuple(row.groups)
         self.custom_fields = tuple(row.custom)
         self.type_ids: tuple[int, ...] = ()  # filled in by _Run, which knows the client's ids
@@ -99,27 +107,22 @@ class _Layout:
         return (len(row.fields), len(row.groups), len(row.custom)) == self.sizes
 
     def values(self, row: UserRow) -> list[Any]:
-        """The row's values for ``self.columns`` (dates as ``date``), with username and status filled in."""
+        """The row's values for ``self.columns`` as text (dates in ISO 8601), username and status filled in."""
         fields = row.fields
-        values = list(map(fields.get, self.columns))
-        status = self.index["status"]
-        if values[status] is None:
-            values[status] = ACTIVE
-        username = self.index.get("username")
+        values: list[Any] = list(map(fields.get, self.columns))
+        for i in self.date_indexes:
+            if values[i] is not None:
+                values[i] = values[i].isoformat()
+        if values[self.status_index] is None:
+            values[self.status_index] = ACTIVE
+        username = self.username_index
         if username is not None and values[username] is None:
-            values[username] = fields.get("email")
+            values[username] = None if self.email_index is None else values[self.email_index]
         return values
 
-    def digest(self, values: Sequence[Any], manager: str | None, groups: Sequence[Any], custom: Sequence[Any]) -> bytes:
-        parts = [self.signature]
-        for value in values:
-            parts.append("\0" if value is None else value if isinstance(value, str) else value.isoformat())
-        parts.append("\0" if manager is None else manager)
-        for value in groups:
-            parts.append("\0" if value is None else value)
-        for value in custom:
-            parts.append("\0" if value is None else value)
-        return blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    def digest(self, values: list[Any], manager: Any, groups: tuple[Any, ...], custom: tuple[Any, ...]) -> bytes:
+        parts = [self.signature, *values, manager, *groups, *custom]
+        return blake2b("\x1f".join([_NULL if p is None else p for p in parts]).encode(), digest_size=8).digest()
 
 
 def _text(value: Any) -> str | None:
@@ -234,14 +237,14 @@ class _Run:
         self.outcome_seq = 0
         self.type_ids = self._named_ids("group_types", template.group_types)
         self.field_ids = self._named_ids("custom_fields", template.custom_fields)
-        self.groups: dict[tuple[int, str], int] = {}
+        self.groups: dict[int, dict[str, int]] = {type_id: {} for type_id in self.type_ids.values()}
         self.group_names: dict[int, str] = {}
         for group_id, type_id, name in conn.fetchall(
             "SELECT g.id, g.group_type_id, g.name FROM user_groups g JOIN group_types t ON t.id = g.group_type_id "
             "WHERE t.client = ?",
             (client,),
         ):
-            self.groups[(type_id, name)] = group_id
+            self.groups.setdefault(type_id, {})[name] = group_id
             self.group_names[group_id] = name
         # employee_id -> hash (8 bytes) + status (1 byte) + id (decimal digits): ~150 bytes a user with the dict.
         self.existing: dict[str, bytes] = {}
@@ -299,10 +302,10 @@ class _Run:
         return ident
 
     def group_id(self, type_id: int, name: str, created: list[tuple[int, int, str]]) -> int:
-        ident = self.groups.get((type_id, name))
+        ident = self.groups[type_id].get(name)
         if ident is None:
             (ident,) = self.conn.new_ids("user_groups", 1)
-            self.groups[(type_id, name)] = ident
+            self.groups[type_id][name] = ident
             self.group_names[ident] = name
             created.append((ident, type_id, name))
         return ident
@@ -310,29 +313,30 @@ class _Run:
     # --- one batch -----------------------------------------------------------------------------------------------
 
     def batch(self, rows: list[UserRow]) -> None:
-        conn = self.conn
+        """Apply one batch of valid rows (the hot path: one dict lookup for an unchanged user, bulk inserts)."""
+        conn, client, job_id, now = self.conn, self.client, self.job_id, self.now_param
+        existing, new_ids, pending = self.existing, self.new_ids, self.pending_managers
         layout = self.layout_for(rows[0])
-        date_param = conn.date_param
         new_users: list[tuple[Any, ...]] = []
         new_groups: list[tuple[int, int, str]] = []
         memberships: list[tuple[int, int, int]] = []
         custom_values: list[tuple[int, int, str]] = []
         outcomes: list[RowOutcome | None] = []
         candidates: list[_Candidate] = []
+        created = unchanged = 0
         for row in rows:
             if not layout.fits(row):
                 layout = self.layout_for(row)
             key = row.key
             values = layout.values(row)
-            manager = row.fields.get("manager_id") if layout.manager_mapped else None
-            assert manager is None or isinstance(manager, str)
+            manager: Any = row.fields.get("manager_id") if layout.manager_mapped else None
             groups = tuple(map(row.groups.get, layout.group_types))
             custom = tuple(map(row.custom.get, layout.custom_fields))
             digest = layout.digest(values, manager, groups, custom)
-            packed = self.existing.get(key)
+            packed = existing.get(key)
             if packed is not None:
                 if packed[:8] == digest:
-                    self.counts.unchanged += 1
+                    unchanged += 1
                     outcomes.append(RowOutcome(row.line, key, Outcome.UNCHANGED))
                 else:
                     candidates.append(
@@ -340,42 +344,39 @@ class _Run:
                     )
                     outcomes.append(None)
                 continue
-            if key in self.new_ids and key not in self.pending_managers:
+            ident = new_ids.get(key)
+            if ident is None:
+                ident = new_ids[key] = self._next_user_id()
+            elif key in pending:
+                pending.discard(key)
+            else:
                 raise ValueError(f"employee_id {key!r} appears twice among the valid rows (line {row.line})")
-            ident = self.user_id(key)
-            self.pending_managers.discard(key)
-            manager_id = self.user_id(manager) if manager is not None else None
-            columns = layout.columns
-            record = dict(zip(columns, values, strict=True))
-            for i in layout.date_indexes:
-                record[columns[i]] = date_param(values[i])
-            new_users.append(
-                (
-                    ident, self.client, key, record.get("username"), record.get("first_name"),
-                    record.get("last_name"), record.get("email"), record["status"], manager_id,
-                    record.get("start_date"), record.get("end_date"), record.get("phone"), record.get("job_title"),
-                    digest, self.job_id, self.now_param, self.now_param,
-                )
-            )  # fmt: skip
+            manager_id = None if manager is None else self.user_id(manager)
+            values.append(None)
+            new_users.append((ident, client, key, *layout.plain(values), manager_id, digest, job_id, now, now))
             for type_id, group in zip(layout.type_ids, groups, strict=True):
                 if group is not None:
-                    memberships.append((ident, type_id, self.group_id(type_id, group, new_groups)))
+                    group_id = self.groups[type_id].get(group)
+                    if group_id is None:
+                        group_id = self.group_id(type_id, group, new_groups)
+                    memberships.append((ident, type_id, group_id))
             for field_id, value in zip(layout.field_ids, custom, strict=True):
                 if value is not None:
                     custom_values.append((ident, field_id, value))
-            self.counts.created += 1
+            created += 1
             outcomes.append(RowOutcome(row.line, key, Outcome.CREATED))
-        if new_groups:
-            conn.insert("user_groups", ("id", "group_type_id", "name"), new_groups)
-            new_groups = []
+        self.counts.created += created
+        self.counts.unchanged += unchanged
+        conn.insert("user_groups", ("id", "group_type_id", "name"), new_groups)
         conn.insert("users", USER_INSERT_COLUMNS, new_users)
         conn.insert("memberships", ("user_id", "group_type_id", "group_id"), memberships)
         conn.insert("custom_values", ("user_id", "field_id", "value"), custom_values)
         if candidates:
             self._compare(candidates, outcomes)
+        on_outcome = self.on_outcome
         for outcome in outcomes:
             assert outcome is not None
-            self.on_outcome(outcome)
+            on_outcome(outcome)
 
     def _compare(
         self,
@@ -424,7 +425,7 @@ class _Run:
                 new_text, old_text = _text(new), _text(previous)
                 if new_text != old_text:
                     changed.append(column)
-                    params.append(conn.date_param(new) if column in DATE_COLUMNS else new)
+                    params.append(new)
                     audit.append((user_id, self.job_id, column, old_text, new_text, self.now_param))
                     if column == "status" and old_text == SUSPENDED and new_text == ACTIVE:
                         was_suspended = True

@@ -13,29 +13,21 @@ Both work on a raw DB-API connection taken from the SQLAlchemy pool, so no ORM o
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
 
+# The plain user columns a file may set, in the order ingest.apply lays them out.
+PLAIN_COLUMNS = (
+    "username", "first_name", "last_name", "email", "status", "start_date", "end_date", "phone", "job_title",
+)  # fmt: skip
 USER_INSERT_COLUMNS = (
-    "id", "client", "employee_id", "username", "first_name", "last_name", "email", "status", "manager_id",
-    "start_date", "end_date", "phone", "job_title", "row_hash", "created_job_id", "created_at", "updated_at",
+    "id", "client", "employee_id", *PLAIN_COLUMNS, "manager_id", "row_hash", "created_job_id", "created_at",
+    "updated_at",
 )  # fmt: skip
 AUDIT_COLUMNS = ("user_id", "job_id", "field", "old_value", "new_value", "changed_at")
 OUTCOME_COLUMNS = ("job_id", "seq", "line", "employee_id", "outcome", "reason")
-# The plain user columns a file may set, in the order ingest.apply lays them out.
-PLAIN_COLUMNS = (
-    "username",
-    "first_name",
-    "last_name",
-    "email",
-    "status",
-    "start_date",
-    "end_date",
-    "phone",
-    "job_title",
-)
 DATE_COLUMNS = frozenset({"start_date", "end_date"})
 
 CHUNK = 500  # ids per "IN (...)": far below every database's parameter limit
@@ -77,20 +69,8 @@ class StoreConnection:
 
     # --- values --------------------------------------------------------------------------------------------------
 
-    def date_param(self, value: date | None) -> Any:
-        return value
-
     def time_param(self, value: datetime) -> Any:
         return value
-
-    @staticmethod
-    def text(value: Any) -> str | None:
-        """A stored value as the text the audit history and comparisons use (dates in ISO 8601)."""
-        if value is None or isinstance(value, str):
-            return value
-        if isinstance(value, date):
-            return value.isoformat()
-        return str(value)
 
     # --- statements ----------------------------------------------------------------------------------------------
 
@@ -145,9 +125,15 @@ class SqliteConnection(StoreConnection):
         # ids counted from max(id) cannot be taken by another writer before ours commit.
         self.raw.execute("PRAGMA cache_size = -65536")  # 64 MiB for this transaction's b-tree pages
         self.raw.execute("PRAGMA temp_store = MEMORY")
+        # The applier builds every reference from ids it read or handed out in this transaction (and unlinks a
+        # manager whose row never came), so SQLite's per-row foreign key lookups would only double the cost of a
+        # large file (deferred manager links make SQLite search the children of every new user). The constraints
+        # stay declared: every other connection, and PostgreSQL always, enforces them.
+        self.raw.execute("PRAGMA foreign_keys = OFF")
         self.raw.execute("BEGIN IMMEDIATE")
 
     def _reset(self) -> None:
+        self.raw.execute("PRAGMA foreign_keys = ON")
         self.raw.execute("PRAGMA cache_size = -2000")
         self.raw.execute("PRAGMA temp_store = DEFAULT")
 
@@ -158,9 +144,6 @@ class SqliteConnection(StoreConnection):
     def rollback(self) -> None:
         super().rollback()
         self._reset()
-
-    def date_param(self, value: date | None) -> Any:
-        return None if value is None else value.isoformat()
 
     def time_param(self, value: datetime) -> Any:
         # The text SQLAlchemy's SQLite DateTime type writes and parses back.
