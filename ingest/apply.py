@@ -28,8 +28,6 @@ from hashlib import blake2b
 from operator import itemgetter
 from typing import Any, Protocol
 
-from sqlalchemy import text
-
 from core.config import TemplateConfig
 from core.db import Database
 from core.models import UserStatus
@@ -142,27 +140,35 @@ class UserStore:
 
     def manager_map(self, client: str) -> dict[str, str | None]:
         """employee_id -> the manager's employee_id (or None) for every user of ``client`` in the store."""
-        statement = text(
-            "SELECT u.employee_id, m.employee_id FROM users u LEFT JOIN users m ON m.id = u.manager_id "
-            "WHERE u.client = :client"
-        )
         managers: dict[str, str] = {}  # one string object per manager, however many reports they have
         result: dict[str, str | None] = {}
-        with self.database.engine.connect() as connection:
-            for key, manager in connection.execute(statement, {"client": client}):
-                result[key] = None if manager is None else managers.setdefault(manager, manager)
+        for key, manager in self._read(
+            "SELECT u.employee_id, m.employee_id FROM users u LEFT JOIN users m ON m.id = u.manager_id "
+            "WHERE u.client = ?",
+            (client,),
+        ):
+            result[key] = None if manager is None else managers.setdefault(manager, manager)
         return result
 
     def plan_suspensions(self, client: str, keys_in_file: Collection[str]) -> tuple[int, int]:
         """(active users in the store, how many a full file with these keys would suspend)"""
-        statement = text("SELECT employee_id FROM users WHERE client = :client AND status = :active")
         active = absent = 0
-        with self.database.engine.connect() as connection:
-            for (key,) in connection.execute(statement, {"client": client, "active": ACTIVE}):
-                active += 1
-                if key not in keys_in_file:
-                    absent += 1
+        for (key,) in self._read("SELECT employee_id FROM users WHERE client = ? AND status = ?", (client, ACTIVE)):
+            active += 1
+            if key not in keys_in_file:
+                absent += 1
         return active, absent
+
+    def _read(self, statement: str, params: Sequence[Any]) -> Iterator[Any]:
+        """Rows of a query on a raw connection (a million rows come several times faster than through Core)."""
+        conn = store_connection(self.database.engine)
+        try:
+            cursor = conn.execute(statement, params)
+            while rows := cursor.fetchmany(10_000):
+                yield from rows
+            conn.rollback()
+        finally:
+            conn.close()
 
     def apply(
         self,
