@@ -29,7 +29,7 @@ log = logging.getLogger("lcsync.ftp")
 class _ThreadedServer(ThreadedFTPServer):
     """ThreadedFTPServer without shared state, and without a thread for a connection refused at once."""
 
-    poll_timeout = 0.25
+    poll_timeout = 1.0  # how often an idle session thread checks for shutdown
     join_timeout = 10
 
     def __init__(self, address: tuple[str, int], handler: type[LcsyncFTPHandler]) -> None:

@@ -11,6 +11,7 @@ import logging
 import os
 import select
 import socket
+import struct
 import sys
 import weakref
 from collections.abc import Callable
@@ -32,10 +33,12 @@ from server.filesystem import HomeFS, SizeLimitedFile
 
 log = logging.getLogger("lcsync.ftp")
 
-# How long, after a plain-FTP data connection ends, to watch the control connection for the client vanishing too.
-# A killed client's data connection ends exactly like a complete upload; the tell is that its control connection
-# ends at the same moment instead of waiting for the 226.
-CONTROL_GRACE_SECONDS = 0.25
+# After a plain-FTP data connection ends, how long to watch the control connection for the client vanishing too. A
+# killed client's data connection ends exactly like a complete upload; the tell is that its control connection ends
+# at the same moment (the kernel closes both) instead of waiting for the 226. Both ends are sent together, so a few
+# round trips are enough: the wait is three times the connection's smoothed RTT plus 2 ms, within these bounds.
+GRACE_MIN_SECONDS = 0.005
+GRACE_MAX_SECONDS = 0.25
 
 TRANSFER_COMMANDS = frozenset({"APPE", "LIST", "MLSD", "NLST", "RETR", "STOR", "STOU"})
 _RETRY_ERRNOS = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR}
@@ -46,6 +49,7 @@ OnUpload = Callable[[Account, Path, str, str], None]  # (account, path in upload
 class UploadDTPHandler(TLS_DTPHandler):
     """A data channel that tells a complete upload from one that merely stopped."""
 
+    ac_in_buffer_size = 262144  # fewer, larger reads and writes than pyftpdlib's 64 KiB for large uploads
     transfer_finished: bool  # pyftpdlib's state, declared for mypy
     receive: bool
     _verdict_given = False
@@ -140,9 +144,19 @@ class UploadDTPHandler(TLS_DTPHandler):
             if not self.socket.get_shutdown() & SSL.RECEIVED_SHUTDOWN:
                 return "TLS data connection closed without close_notify"
             return None
-        if control_connection_lost(self.cmd_channel.socket, CONTROL_GRACE_SECONDS):
+        if control_connection_lost(self.cmd_channel.socket, grace_seconds(self.socket)):
             return "client disconnected with the data connection"
         return None
+
+
+def grace_seconds(sock: Any) -> float:
+    """How long to wait for a vanishing client's control connection to end: a few of this connection's RTTs."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        rtt_us = struct.unpack_from("I", info, 68)[0]  # struct tcp_info: 8 bytes of flags, then tcpi_rtt is u32 #15
+    except (OSError, struct.error, AttributeError):
+        return GRACE_MAX_SECONDS
+    return min(GRACE_MAX_SECONDS, max(GRACE_MIN_SECONDS, 3 * rtt_us / 1e6 + 0.002))
 
 
 def control_connection_lost(sock: Any, grace: float) -> bool:
@@ -211,6 +225,14 @@ class LcsyncFTPHandler(TLS_FTPHandler):
         event(log, "connect", ip=self.remote_ip, port=self.remote_port)
         METRICS.inc("lcsync_connections_total")
         super().handle()
+
+    def handle_max_cons(self) -> None:
+        event(log, "connect_refused_limit", logging.WARNING, ip=self.remote_ip, limit="max_connections")
+        super().handle_max_cons()
+
+    def handle_max_cons_per_ip(self) -> None:
+        event(log, "connect_refused_limit", logging.WARNING, ip=self.remote_ip, limit="max_connections_per_ip")
+        super().handle_max_cons_per_ip()
 
     def ftp_USER(self, line: str) -> None:
         account = self.authorizer.account(line)
