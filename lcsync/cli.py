@@ -618,3 +618,7 @@ def _size(size: int) -> str:
 def _safe_url(url: str) -> str:
     """The database URL without its password."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+# The completions and demo commands live in a module of their own; importing it registers them on `cli`.
+from lcsync import cli_export  # noqa: E402, F401
