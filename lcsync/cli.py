@@ -620,5 +620,8 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-# The completions and demo commands live in a module of their own; importing it registers them on `cli`.
+# The report and schedule commands live in a module of their own; importing it registers them on `cli`.
+from lcsync import cli_reports  # noqa: E402, F401
+
+# The completions and demo commands, likewise.
 from lcsync import cli_export  # noqa: E402, F401

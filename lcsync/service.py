@@ -1,4 +1,4 @@
-"""``lcsync serve``: the FTP server, the upload watcher and the import workers (later: the scheduler) in one process.
+"""``lcsync serve``: the FTP server, the upload watcher, the import workers and the job schedule in one process.
 
 An upload queued by the FTP hook nudges its environment's import worker (``on_arrival`` environments import it at
 once); jobs queued by the watcher or another node are found by the worker's poll. Cron environments import at their
@@ -30,6 +30,7 @@ from core.log import event, setup_logging
 from core.queue import Arrival, enqueue
 from ingest.schedule import ImportWorker
 from ingest.watcher import UploadWatcher
+from lcsync.schedule import JobSchedule
 from server.authorizer import Account
 from server.ftpserver import FtpService
 
@@ -80,6 +81,9 @@ class Service:
         self.workers: dict[str, ImportWorker] = {}
         if imports:
             self.workers = {env: ImportWorker(config, env, db) for env, db in self.databases.items()}
+        # Report generation, the 00:05 delivery and retention (lcsync.schedule); off with the workers in front-door
+        # tests, like them.
+        self.schedule: JobSchedule | None = JobSchedule(config, self.databases) if imports else None
 
     def _on_upload(self, account: Account, path: Path, username: str, remote_ip: str) -> None:
         arrival = Arrival(account.env, account.client_id, path, "ftp", username, remote_ip)
@@ -93,11 +97,15 @@ class Service:
         self.watcher.start()
         for worker in self.workers.values():
             worker.start()
+        if self.schedule is not None:
+            self.schedule.start()
 
     def stop(self, drain_seconds: float = 0.0) -> None:
         """Stop accepting, let transfers drain, then let each import worker finish the job in hand."""
         self.ftp.stop(drain_seconds)
         self.watcher.stop()
+        if self.schedule is not None:
+            self.schedule.stop()
         for worker in self.workers.values():
             worker.stop()
         for database in self.databases.values():
@@ -123,6 +131,8 @@ class Service:
         self.watcher.update_config(config)
         for worker in self.workers.values():
             worker.update_config(config)
+        if self.schedule is not None:
+            self.schedule.update_config(config)
         self.config = config
         return True
 
