@@ -21,11 +21,11 @@ part of the digest): equal digests mean the stored user already says what the ro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+import gc
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from hashlib import blake2b
-from operator import itemgetter
 from typing import Any, Protocol
 
 from core.config import TemplateConfig
@@ -46,10 +46,9 @@ BATCH = 20_000
 ACTIVE = UserStatus.ACTIVE.value
 SUSPENDED = UserStatus.SUSPENDED.value
 _NO_HASH = b"\0" * 8
-_NULL = "\0"
 _STATUS_BYTE = {ACTIVE: b"a", SUSPENDED: b"s"}
 PLAIN_INDEX = {c: i for i, c in enumerate(PLAIN_COLUMNS)}
-_Candidate = tuple[int, UserRow, "_Layout", list[Any], str | None, tuple[Any, ...], tuple[Any, ...], bytes, int]
+_Candidate = tuple[int, UserRow, "_Layout", tuple[Any, ...], bytes, int]  # position, row, layout, prepared, digest, id
 
 
 class ValidationLike(Protocol):
@@ -76,6 +75,10 @@ class _Layout:
     The reader puts in ``UserRow.fields``/``groups``/``custom`` only the template columns present in the file: a
     column missing from the file leaves the stored value alone; an empty cell (None) clears it. username and status
     are always set: username defaults to the email, status to active (a user listed in the file is a current user).
+
+    ``prepare(row)`` is compiled for the layout (straight-line code, as the reader's fast path is): it returns the
+    row's values as one tuple, ``columns`` (text, dates in ISO 8601, username and status filled in), then the manager
+    key, then the groups, then the custom values. That tuple is what the digest covers.
     """
 
     def __init__(self, row: UserRow) -> None:
@@ -83,44 +86,64 @@ class _Layout:
         self.columns = tuple(
             c for c in PLAIN_COLUMNS if c in present or c == "status" or (c == "username" and "email" in present)
         )
-        index = {c: i for i, c in enumerate(self.columns)}
-        self.status_index = index["status"]
-        self.username_index = index.get("username")
-        self.email_index = index.get("email")
         self.sizes = (len(row.fields), len(row.groups), len(row.custom))
         self.manager_mapped = "manager_id" in present
-        self.date_indexes = tuple(i for i, c in enumerate(self.columns) if c in DATE_COLUMNS)
-        # The plain columns of a new user, in PLAIN_COLUMNS order, from values + [None] (None for absent ones).
-        missing = len(self.columns)
-        self.plain = itemgetter(*(index.get(c, missing) for c in PLAIN_COLUMNS))
         self.group_types = tuple(row.groups)
         self.custom_fields = tuple(row.custom)
         self.type_ids: tuple[int, ...] = ()  # filled in by _Run, which knows the client's ids
         self.field_ids: tuple[int, ...] = ()
-        # The shape is part of every digest: a file with other columns makes every user a candidate once.
+        self.group_slots: tuple[tuple[int, int], ...] = ()  # (position in the prepared tuple, group type id)
+        self.custom_slots: tuple[tuple[int, int], ...] = ()  # (position in the prepared tuple, custom field id)
+        width = len(self.columns)
+        self.manager_at = width
+        self.groups_at = width + 1
+        self.custom_at = width + 1 + len(self.group_types)
+        # The plain columns of a new user, in PLAIN_COLUMNS order (None for absent ones), from a prepared tuple.
+        index = {c: i for i, c in enumerate(self.columns)}
+        self.plain_positions = tuple(index.get(c) for c in PLAIN_COLUMNS)
+        # The shape is part of every digest (as BLAKE2b personalization): a file with other columns makes every
+        # user a candidate once.
         shape = (self.columns, self.manager_mapped, self.group_types, self.custom_fields)
-        self.signature = "v1" + repr(shape)
+        self.person = blake2b(("v2" + repr(shape)).encode(), digest_size=16).digest()
+        self.prepare: Callable[[UserRow], tuple[Any, ...]] = self._compile()
+
+    def _compile(self) -> Callable[[UserRow], tuple[Any, ...]]:
+        lines = ["def prepare(row):", "    fields = row.fields"]
+        names = []
+        for i, column in enumerate(self.columns):
+            name = f"v{i}"
+            names.append(name)
+            if column == "username":
+                continue  # after the email, which it defaults to
+            lines.append(f"    {name} = fields.get({column!r})")
+            if column in DATE_COLUMNS:
+                lines.append(f"    if {name} is not None: {name} = {name}.isoformat()")
+            elif column == "status":
+                lines.append(f"    if {name} is None: {name} = {ACTIVE!r}")
+        if "username" in self.columns:
+            at = self.columns.index("username")
+            email = f"v{self.columns.index('email')}" if "email" in self.columns else "None"
+            lines.append(f"    v{at} = fields.get('username')")
+            lines.append(f"    if v{at} is None: v{at} = {email}")
+        names.append("fields.get('manager_id')" if self.manager_mapped else "None")
+        if self.group_types:
+            lines.append("    groups = row.groups")
+            names += [f"groups.get({name!r})" for name in self.group_types]
+        if self.custom_fields:
+            lines.append("    custom = row.custom")
+            names += [f"custom.get({name!r})" for name in self.custom_fields]
+        lines.append(f"    return ({', '.join(names)},)")
+        namespace: dict[str, Any] = {}
+        exec(compile("\n".join(lines), f"<lcsync layout of {len(self.columns)} columns>", "exec"), namespace)
+        prepare: Callable[[UserRow], tuple[Any, ...]] = namespace["prepare"]
+        return prepare
 
     def fits(self, row: UserRow) -> bool:
         return (len(row.fields), len(row.groups), len(row.custom)) == self.sizes
 
-    def values(self, row: UserRow) -> list[Any]:
-        """The row's values for ``self.columns`` as text (dates in ISO 8601), username and status filled in."""
-        fields = row.fields
-        values: list[Any] = list(map(fields.get, self.columns))
-        for i in self.date_indexes:
-            if values[i] is not None:
-                values[i] = values[i].isoformat()
-        if values[self.status_index] is None:
-            values[self.status_index] = ACTIVE
-        username = self.username_index
-        if username is not None and values[username] is None:
-            values[username] = None if self.email_index is None else values[self.email_index]
-        return values
-
-    def digest(self, values: list[Any], manager: Any, groups: tuple[Any, ...], custom: tuple[Any, ...]) -> bytes:
-        parts = [self.signature, *values, manager, *groups, *custom]
-        return blake2b("\x1f".join([_NULL if p is None else p for p in parts]).encode(), digest_size=8).digest()
+    def digest(self, prepared: tuple[Any, ...]) -> bytes:
+        """64 bits of BLAKE2b over the prepared tuple (its repr is unambiguous for text and None)."""
+        return blake2b(repr(prepared).encode(), digest_size=8, person=self.person).digest()
 
 
 def _text(value: Any) -> str | None:
@@ -137,23 +160,46 @@ class UserStore:
     def __init__(self, database: Database, *, batch_size: int = BATCH) -> None:
         self.database = database
         self.batch_size = batch_size  # rows per bulk statement; smaller only in tests, to cross batch edges
+        self._active: tuple[str, list[str]] | None = None  # (client, active keys) as manager_map last read them
 
     def manager_map(self, client: str) -> dict[str, str | None]:
-        """employee_id -> the manager's employee_id (or None) for every user of ``client`` in the store."""
+        """employee_id -> the manager's employee_id (or None) for every user of ``client`` in the store.
+
+        The same read notes which users are active, for a ``plan_suspensions`` that follows (the worker asks for
+        both, seconds apart, before it applies): a million users are then read once instead of twice.
+        """
         managers: dict[str, str] = {}  # one string object per manager, however many reports they have
         result: dict[str, str | None] = {}
-        for key, manager in self._read(
-            "SELECT u.employee_id, m.employee_id FROM users u LEFT JOIN users m ON m.id = u.manager_id "
+        active: list[str] = []
+        keep = active.append
+        for key, manager, status in self._read(
+            "SELECT u.employee_id, m.employee_id, u.status FROM users u LEFT JOIN users m ON m.id = u.manager_id "
             "WHERE u.client = ?",
             (client,),
         ):
             result[key] = None if manager is None else managers.setdefault(manager, manager)
+            if status == ACTIVE:
+                keep(key)
+        self._active = (client, active)
         return result
 
     def plan_suspensions(self, client: str, keys_in_file: Collection[str]) -> tuple[int, int]:
-        """(active users in the store, how many a full file with these keys would suspend)"""
+        """(active users in the store, how many a full file with these keys would suspend)
+
+        Counted from the users ``manager_map`` read for this client if nothing was applied since; else read now.
+        Either way this is the picture just before the apply (which reads the users again in its transaction).
+        """
+        if self._active is not None and self._active[0] == client:
+            active_keys: Iterable[str] = self._active[1]
+        else:
+            active_keys = (
+                key
+                for (key,) in self._read(
+                    "SELECT employee_id FROM users WHERE client = ? AND status = ?", (client, ACTIVE)
+                )
+            )
         active = absent = 0
-        for (key,) in self._read("SELECT employee_id FROM users WHERE client = ? AND status = ?", (client, ACTIVE)):
+        for key in active_keys:
             active += 1
             if key not in keys_in_file:
                 absent += 1
@@ -187,7 +233,12 @@ class UserStore:
         calls happen before the commit: if apply raises, nothing was stored and the outcomes must be discarded.
         ``dry_run`` computes everything, then rolls back. ``progress`` gets the number of rows applied so far.
         """
+        self._active = None  # what manager_map read is about to be out of date
         conn = store_connection(self.database.engine)
+        # A million rows make millions of short-lived tuples on top of millions of long-lived keys: the cyclic
+        # collector would walk the long-lived ones again and again, finding nothing (nothing here makes cycles).
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             conn.begin()
             run = _Run(conn, client, template, job_id, on_outcome)
@@ -219,6 +270,8 @@ class UserStore:
             raise
         finally:
             conn.close()
+            if collecting:
+                gc.enable()
 
 
 class _Run:
@@ -287,6 +340,8 @@ class _Run:
             layout = self.layouts[shape] = _Layout(row)
             layout.type_ids = tuple(self.type_ids[name] for name in layout.group_types)
             layout.field_ids = tuple(self.field_ids[name] for name in layout.custom_fields)
+            layout.group_slots = tuple(enumerate(layout.type_ids, layout.groups_at))
+            layout.custom_slots = tuple(enumerate(layout.field_ids, layout.custom_at))
         return layout
 
     # --- ids -----------------------------------------------------------------------------------------------------
@@ -321,8 +376,10 @@ class _Run:
     def batch(self, rows: list[UserRow]) -> None:
         """Apply one batch of valid rows (the hot path: one dict lookup for an unchanged user, bulk inserts)."""
         conn, client, job_id, now = self.conn, self.client, self.job_id, self.now_param
-        existing, new_ids, pending = self.existing, self.new_ids, self.pending_managers
+        existing, new_ids, pending, groups_of = self.existing, self.new_ids, self.pending_managers, self.groups
         layout = self.layout_for(rows[0])
+        prepare, person, manager_at = layout.prepare, layout.person, layout.manager_at
+        plain, group_slots, custom_slots = layout.plain_positions, layout.group_slots, layout.custom_slots
         new_users: list[tuple[Any, ...]] = []
         new_groups: list[tuple[int, int, str]] = []
         memberships: list[tuple[int, int, int]] = []
@@ -330,25 +387,24 @@ class _Run:
         outcomes: list[RowOutcome | None] = []
         candidates: list[_Candidate] = []
         created = unchanged = 0
+        unchanged_outcome, created_outcome = Outcome.UNCHANGED, Outcome.CREATED
+        append_outcome = outcomes.append
         for row in rows:
             if not layout.fits(row):
                 layout = self.layout_for(row)
+                prepare, person, manager_at = layout.prepare, layout.person, layout.manager_at
+                plain, group_slots, custom_slots = layout.plain_positions, layout.group_slots, layout.custom_slots
             key = row.key
-            values = layout.values(row)
-            manager: Any = row.fields.get("manager_id") if layout.manager_mapped else None
-            groups = tuple(map(row.groups.get, layout.group_types))
-            custom = tuple(map(row.custom.get, layout.custom_fields))
-            digest = layout.digest(values, manager, groups, custom)
+            prepared = prepare(row)
+            digest = blake2b(repr(prepared).encode(), digest_size=8, person=person).digest()
             packed = existing.get(key)
             if packed is not None:
                 if packed[:8] == digest:
                     unchanged += 1
-                    outcomes.append(RowOutcome(row.line, key, Outcome.UNCHANGED))
+                    append_outcome(RowOutcome(row.line, key, unchanged_outcome))
                 else:
-                    candidates.append(
-                        (len(outcomes), row, layout, values, manager, groups, custom, digest, int(packed[9:]))
-                    )
-                    outcomes.append(None)
+                    candidates.append((len(outcomes), row, layout, prepared, digest, int(packed[9:])))
+                    append_outcome(None)
                 continue
             ident = new_ids.get(key)
             if ident is None:
@@ -357,20 +413,34 @@ class _Run:
                 pending.discard(key)
             else:
                 raise ValueError(f"employee_id {key!r} appears twice among the valid rows (line {row.line})")
+            manager = prepared[manager_at]
             manager_id = None if manager is None else self.user_id(manager)
-            values.append(None)
-            new_users.append((ident, client, key, *layout.plain(values), manager_id, digest, job_id, now, now))
-            for type_id, group in zip(layout.type_ids, groups, strict=True):
+            new_users.append(
+                (
+                    ident,
+                    client,
+                    key,
+                    *[None if at is None else prepared[at] for at in plain],
+                    manager_id,
+                    digest,
+                    job_id,
+                    now,
+                    now,
+                )
+            )
+            for at, type_id in group_slots:
+                group = prepared[at]
                 if group is not None:
-                    group_id = self.groups[type_id].get(group)
+                    group_id = groups_of[type_id].get(group)
                     if group_id is None:
                         group_id = self.group_id(type_id, group, new_groups)
                     memberships.append((ident, type_id, group_id))
-            for field_id, value in zip(layout.field_ids, custom, strict=True):
+            for at, field_id in custom_slots:
+                value = prepared[at]
                 if value is not None:
                     custom_values.append((ident, field_id, value))
             created += 1
-            outcomes.append(RowOutcome(row.line, key, Outcome.CREATED))
+            append_outcome(RowOutcome(row.line, key, created_outcome))
         self.counts.created += created
         self.counts.unchanged += unchanged
         conn.insert("user_groups", ("id", "group_type_id", "name"), new_groups)
@@ -419,7 +489,11 @@ class _Run:
         set_custom: list[tuple[int, int, str]] = []
         drop_custom: list[tuple[int, int]] = []
         changed_rows: list[tuple[Any, ...]] = []
-        for position, row, layout, values, manager, groups, custom, digest, user_id in candidates:
+        for position, row, layout, prepared, digest, user_id in candidates:
+            values = prepared[: layout.manager_at]
+            manager = prepared[layout.manager_at]
+            groups = prepared[layout.groups_at : layout.custom_at]
+            custom = prepared[layout.custom_at :]
             old = stored[user_id]
             old_manager = old[0]
             old_values = [old[1 + PLAIN_INDEX[c]] for c in layout.columns]
