@@ -260,6 +260,7 @@ class UserStore:
             run.finish_managers()
             if template.mode == "full":
                 run.suspend_absent(validation.keys_in_file)
+            conn.check_references(run.referenced())
             if dry_run:
                 conn.rollback()
             else:
@@ -315,6 +316,8 @@ class _Run:
         self.new_ids: dict[str, int] = {}  # users created by this file, and managers named before their row
         self.pending_managers: set[str] = set()  # keys of managers named but not (yet) created
         self.id_pool: list[int] = []
+        self.managers: set[int] = set()  # ids the file's rows name as managers
+        self.touched: set[int] = set()  # stored users whose rows (or memberships, values, history) this file writes
 
     def _named_ids(self, table: str, names: Sequence[str]) -> dict[str, int]:
         """Ids of the client's group types or custom fields called ``names``, created on first use."""
@@ -389,6 +392,7 @@ class _Run:
         created = unchanged = 0
         unchanged_outcome, created_outcome = Outcome.UNCHANGED, Outcome.CREATED
         append_outcome = outcomes.append
+        managers_add = self.managers.add
         for row in rows:
             if not layout.fits(row):
                 layout = self.layout_for(row)
@@ -414,7 +418,10 @@ class _Run:
             else:
                 raise ValueError(f"employee_id {key!r} appears twice among the valid rows (line {row.line})")
             manager = prepared[manager_at]
-            manager_id = None if manager is None else self.user_id(manager)
+            manager_id = None
+            if manager is not None:
+                manager_id = self.user_id(manager)
+                managers_add(manager_id)
             new_users.append(
                 (
                     ident,
@@ -511,7 +518,10 @@ class _Run:
                         was_suspended = True
             if layout.manager_mapped and manager != old_manager:
                 changed.append("manager_id")
-                params.append(None if manager is None else self.user_id(manager))
+                manager_id = None if manager is None else self.user_id(manager)
+                if manager_id is not None:
+                    self.managers.add(manager_id)
+                params.append(manager_id)
                 audit.append((user_id, self.job_id, "manager_id", old_manager, manager, self.now_param))
             old_groups = stored_groups.get(user_id, {})
             for type_name, type_id, group in zip(layout.group_types, layout.type_ids, groups, strict=True):
@@ -534,6 +544,7 @@ class _Run:
                 else:
                     set_custom.append((user_id, field_id, value))
                 audit.append((user_id, self.job_id, f"custom:{field_name}", old_value, value, self.now_param))
+            self.touched.add(user_id)
             if len(audit) > audit_before:
                 updates.setdefault(tuple(changed), []).append((*params, digest, self.now_param, user_id))
                 outcome = Outcome.REACTIVATED if was_suspended else Outcome.UPDATED
@@ -573,6 +584,21 @@ class _Run:
 
     # --- after the last row --------------------------------------------------------------------------------------
 
+    def referenced(self) -> dict[str, set[int]]:
+        """table -> the ids of its rows that rows written by this file point to (users created by this file are not
+        listed: they exist by construction)."""
+        # Ids handed out by this file: its users, created here, and managers whose row never came, unlinked.
+        handed_out = set(self.new_ids.values())
+        referenced = {
+            "users": (self.managers | self.touched) - handed_out,
+            "group_types": set(self.type_ids.values()),
+            "user_groups": set(self.group_names),
+            "custom_fields": set(self.field_ids.values()),
+        }
+        if self.job_id is not None and self.outcome_seq:
+            referenced["import_jobs"] = {self.job_id}
+        return referenced
+
     def finish_managers(self) -> None:
         """Unlink managers that were named before their row but whose row never came (it was rejected)."""
         if not self.pending_managers:
@@ -590,6 +616,7 @@ class _Run:
         ]
         if not absent:
             return
+        self.touched.update(user_id for _, user_id in absent)
         self.conn.executemany(
             "UPDATE users SET status = ?, row_hash = NULL, updated_at = ? WHERE id = ?",
             [(SUSPENDED, self.now_param, user_id) for _, user_id in absent],
