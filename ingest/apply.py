@@ -260,7 +260,7 @@ class UserStore:
             run.finish_managers()
             if template.mode == "full":
                 run.suspend_absent(validation.keys_in_file)
-            conn.check_references(run.referenced())
+            conn.check_references(run.referenced)
             if dry_run:
                 conn.rollback()
             else:

@@ -12,7 +12,7 @@ Both work on a raw DB-API connection taken from the SQLAlchemy pool, so no ORM o
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -110,9 +110,9 @@ class StoreConnection:
         """``count`` fresh primary keys for ``table``, unique for the life of the transaction."""
         raise NotImplementedError
 
-    def check_references(self, referenced: Mapping[str, Collection[int]]) -> None:
-        """Verify that the ids in ``referenced`` (table -> ids the written rows point to) exist, where the database
-        did not check them row by row (SQLite never does here: see SqliteConnection.begin)."""
+    def check_references(self, referenced: Callable[[], Mapping[str, Collection[int]]]) -> None:
+        """Verify that the ids ``referenced()`` lists (table -> ids the written rows point to) exist, where the
+        database did not check them row by row (SQLite never does here: see SqliteConnection.begin)."""
 
     def rows_by_ids(self, statement: str, ids: Sequence[int]) -> Iterable[Any]:
         """Run ``statement`` (containing ``{ids}``) over ``ids`` in chunks."""
@@ -187,14 +187,14 @@ class PostgresConnection(StoreConnection):
             self.raw.rollback()
             self.triggers_off = False
 
-    def check_references(self, referenced: Mapping[str, Collection[int]]) -> None:
+    def check_references(self, referenced: Callable[[], Mapping[str, Collection[int]]]) -> None:
         """With the per-row checks off: every id the file's rows refer to must exist, and is locked against deletion
         until the commit (``FOR KEY SHARE``, what PostgreSQL's own check takes), one query per referenced table."""
         if not self.triggers_off:
             return
         import psycopg
 
-        for table, ids in referenced.items():
+        for table, ids in referenced().items():
             if not ids:
                 continue
             wanted = list(ids)
