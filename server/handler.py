@@ -213,6 +213,16 @@ class LcsyncFTPHandler(TLS_FTPHandler):
 
     # --- connection and login ------------------------------------------------------------------------------------
 
+    def add_channel(self, map: Any = None, events: Any = None) -> None:  # noqa: A002 - pyftpdlib's signature
+        # ThreadedFTPServer builds the session on the acceptor's loop, whose scheduler then holds the idle timer, and
+        # hands the session to a thread of its own. Left there, the timer would fire from the acceptor's thread into
+        # a session another thread owns; re-create it on the session's own loop.
+        super().add_channel(map, events)
+        idler = self._idler
+        if idler is not None and not idler.cancelled and idler._sched is not self.ioloop.sched:
+            idler.cancel()
+            self._idler = self.ioloop.call_later(self.timeout, self.handle_timeout, _errback=self.handle_error)
+
     def handle(self) -> None:
         left = self.bans.banned_for(self.remote_ip)
         if left:

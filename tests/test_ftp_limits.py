@@ -92,3 +92,18 @@ def test_a_slow_upload_hook_holds_up_only_its_own_session(write_config: Any) -> 
         worker.join(30)
         slow.quit()
         assert done and done[0].startswith("200")
+
+
+def test_an_idle_session_is_timed_out_by_its_own_thread(write_config: Any) -> None:
+    with running(load_config(write_config(idle_timeout="1s"))) as server:
+        ftp = connect(server)
+        sessions = list(server.service.ftp.sessions)
+        assert len(sessions) == 1
+        session = sessions[0]
+        # The idle timer belongs to the session's own loop, not the acceptor's (which would fire it from another
+        # thread into this session).
+        assert session._idler._sched is session.ioloop.sched
+        with pytest.raises(ftplib.error_temp, match="^421 Control connection timed out"):
+            wait_for(lambda: ftp.getresp(), timeout=10, what="the idle timeout")
+        ftp.close()
+        connect(server).quit()  # the server goes on serving
