@@ -213,7 +213,7 @@ class LcsyncFTPHandler(TLS_FTPHandler):
 
     # --- connection and login ------------------------------------------------------------------------------------
 
-    def add_channel(self, map: Any = None, events: Any = None) -> None:  # noqa: A002 - pyftpdlib's signature
+    def add_channel(self, map: Any = None, events: Any = None) -> None:
         # ThreadedFTPServer builds the session on the acceptor's loop, whose scheduler then holds the idle timer, and
         # hands the session to a thread of its own. Left there, the timer would fire from the acceptor's thread into
         # a session another thread owns; re-create it on the session's own loop.
