@@ -194,6 +194,7 @@ class LcsyncFTPHandler(TLS_FTPHandler):
     _restart_position: int
     _current_type: str
     _rnfr: str | None
+    _idler: Any
 
     sessions: weakref.WeakSet[LcsyncFTPHandler] | None = None  # live sessions, for a graceful stop
     layout: Layout
