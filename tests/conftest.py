@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -102,6 +103,32 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def config(write_config: Callable[..., Path]) -> Config:
     return load_config(write_config())
+
+
+# --- the command line ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def invoke(runner: CliRunner) -> Callable[..., Result]:
+    """Run lcsync with ``args``; the environment holds no LCSYNC_* variable unless given."""
+    from lcsync.cli import cli
+
+    def invoke(*args: str | Path, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+        environment = {"LCSYNC_CONFIG": None, "LCSYNC_DATA_DIR": None, **(env or {})}
+        return runner.invoke(cli, [str(arg) for arg in args], input=input, env=environment, catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def config_file(write_config: Callable[..., Path]) -> Path:
+    """accounts.yaml with acme and globex, each with a sandbox and a production account, data under tmp."""
+    return write_config()
 
 
 # --- databases ---------------------------------------------------------------------------------------------------
