@@ -102,10 +102,17 @@ class Authorizer:
 
     # --- pyftpdlib's authorizer interface -------------------------------------------------------------------
 
+    def may_log_in_from(self, address: str) -> bool:
+        """Whether any account accepts logins from ``address``."""
+        ip = normalise_address(address)
+        return any(ip in network for account in self._accounts.values() for network in account.networks)
+
     def validate_authentication(self, username: str, password: str, handler: Any) -> None:
         address = handler.remote_ip
         try:
-            self._check(username, password, address)
+            # A session left on the acceptor's loop must never hash (it would stall every client); its address was
+            # allowed nowhere when it connected, and a reload since does not change that for this session.
+            self._check(username, password, address, refuse_address=getattr(handler, "on_acceptor_loop", False))
         except LoginRefused as refused:
             handler.login_failure_reason = refused.reason
             if self.bans.record_failure(str(normalise_address(address))):
@@ -118,11 +125,11 @@ class Authorizer:
             raise
         self.bans.record_success(str(normalise_address(address)))
 
-    def _check(self, username: str, password: str, address: str) -> None:
+    def _check(self, username: str, password: str, address: str, *, refuse_address: bool = False) -> None:
         account = self.account(username)
         if account is None:
             raise LoginRefused("unknown user")
-        if not any(normalise_address(address) in network for network in account.networks):
+        if refuse_address or not any(normalise_address(address) in network for network in account.networks):
             raise LoginRefused("address not allowed")
         if self._cached(account, password):
             return

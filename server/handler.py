@@ -209,6 +209,7 @@ class LcsyncFTPHandler(TLS_FTPHandler):
         self.login_failure_reason: str | None = None
         self.upload_problem: str | None = None
         self.incoming: dict[str, str] = {}  # in-flight file under incoming/ -> its path in upload/
+        self.on_acceptor_loop = False  # True for a session from an address no account allows (see ftpserver)
         if self.sessions is not None:
             self.sessions.add(self)
 

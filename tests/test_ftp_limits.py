@@ -107,3 +107,26 @@ def test_an_idle_session_is_timed_out_by_its_own_thread(write_config: Any) -> No
             wait_for(lambda: ftp.getresp(), timeout=10, what="the idle timeout")
         ftp.close()
         connect(server).quit()  # the server goes on serving
+
+
+def test_a_session_from_an_address_no_account_allows_gets_no_thread(write_config: Any) -> None:
+    with running(load_config(write_config())) as server:  # every account allows 127.0.0.1 and ::1 only
+        stranger = ftplib.FTP(timeout=20, source_address=("127.0.0.7", 0))
+        stranger.connect(server.host, server.port)
+        assert not [t for t in threading.enumerate() if t.name == "ftp-session-127.0.0.7"]
+        session = next(s for s in server.service.ftp.sessions if s.remote_ip == "127.0.0.7")
+        assert session.on_acceptor_loop
+
+        # An address allowed by a reload after it connected still never logs in on the acceptor's loop.
+        def allow(data: dict[str, Any]) -> None:
+            data["clients"]["acme"]["allowed_ips"] = ["127.0.0.0/8"]
+
+        server.service.ftp.reload(load_config(write_config(allow)))
+        with pytest.raises(ftplib.error_perm, match="^530 Authentication failed"):
+            stranger.login("acme-sandbox", PASSWORDS[("acme", "sandbox")])
+        stranger.close()
+        # A new connection from it is a normal, threaded session now, and logs in.
+        again = ftplib.FTP(timeout=20, source_address=("127.0.0.7", 0))
+        again.connect(server.host, server.port)
+        again.login("acme-sandbox", PASSWORDS[("acme", "sandbox")])
+        again.quit()
