@@ -22,14 +22,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
+
 from core.config import Config, load_config
 from core.db import Database
 from core.errors import ConfigError, DatabaseUnavailable
 from core.layout import Layout
 from core.log import event, setup_logging
+from core.metrics import METRICS
+from core.models import ImportJob, JobStatus
 from core.queue import Arrival, enqueue
 from ingest.schedule import ImportWorker
 from ingest.watcher import UploadWatcher
+from lcsync.health import HealthServer
 from lcsync.schedule import JobSchedule
 from server.authorizer import Account
 from server.ftpserver import FtpService
@@ -84,6 +90,33 @@ class Service:
         # Report generation, the 00:05 delivery and retention (lcsync.schedule); off with the workers in front-door
         # tests, like them.
         self.schedule: JobSchedule | None = JobSchedule(config, self.databases) if imports else None
+        self.health: HealthServer | None = None
+        if config.server.http:
+            host, _, port = config.server.http.rpartition(":")
+            self.health = HealthServer(host.strip("[]"), int(port), METRICS, self._health_checks)
+        METRICS.gauge("lcsync_queue_depth", self._queue_depth)
+
+    def _health_checks(self) -> dict[str, str]:
+        """``ok`` or what is wrong, per part: each environment's database and the FTP listeners."""
+        checks = {"ftp": "ok" if self.ftp.addresses else "not listening"}
+        for env, database in self.databases.items():
+            try:
+                with database.engine.connect() as connection:
+                    connection.execute(text("SELECT 1"))
+                checks[f"database:{env}"] = "ok"
+            except SQLAlchemyError as exc:
+                checks[f"database:{env}"] = f"unavailable: {type(exc).__name__}"
+        return checks
+
+    def _queue_depth(self) -> dict[tuple[tuple[str, str], ...], float]:
+        depth: dict[tuple[tuple[str, str], ...], float] = {}
+        for env, database in self.databases.items():
+            with database.session() as session:
+                waiting = session.scalar(
+                    select(func.count()).select_from(ImportJob).where(ImportJob.status == JobStatus.QUEUED)
+                )
+            depth[(("env", env),)] = float(waiting or 0)
+        return depth
 
     def _on_upload(self, account: Account, path: Path, username: str, remote_ip: str) -> None:
         arrival = Arrival(account.env, account.client_id, path, "ftp", username, remote_ip)
@@ -93,6 +126,8 @@ class Service:
             worker.nudge()
 
     def start(self) -> None:
+        if self.health is not None:
+            self.health.start()
         self.ftp.start()
         self.watcher.start()
         for worker in self.workers.values():
@@ -108,6 +143,8 @@ class Service:
             self.schedule.stop()
         for worker in self.workers.values():
             worker.stop()
+        if self.health is not None:
+            self.health.stop()
         for database in self.databases.values():
             database.dispose()
 
