@@ -39,7 +39,8 @@ from core.config import Config
 from core.db import Database
 from core.errors import DatabaseUnavailable
 from core.log import event
-from ingest.worker import Environment, node_id, requeue_stale, run_queue
+from ingest.jobs import Environment, node_id, requeue_stale
+from ingest.worker import run_queue
 
 log = logging.getLogger("lcsync.import")
 

@@ -50,8 +50,8 @@ from core.runs import ScheduleRun, ScheduleRunStatus
 from export.deliver import deliver_staged
 from export.generate import generate_report
 from export.retention import remove_expired
+from ingest.jobs import is_orphaned, node_id
 from ingest.schedule import CronSchedule, CronTrigger, is_on_arrival, last_fire
-from ingest.worker import _orphaned, node_id
 
 log = logging.getLogger("lcsync.schedule")
 
@@ -119,7 +119,7 @@ def _db_down(database: Database, exc: OperationalError | InterfaceError) -> Data
 def _claimer_gone(claimer: str, node: str) -> bool:
     """Whether the claimer is certainly gone (a dead process of this host): the import worker's test."""
     try:
-        return _orphaned(claimer, node)
+        return is_orphaned(claimer, node)
     except ValueError:  # a node name not of the form host:pid:token
         return False
 

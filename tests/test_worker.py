@@ -25,8 +25,9 @@ from core.config import Config, load_config
 from core.db import Database
 from core.models import ImportJob, JobStatus
 from core.queue import Arrival, enqueue
-from ingest import worker
-from ingest.worker import Environment, JobReport, claim, release, requeue_stale, run_queue
+from ingest import jobs, worker
+from ingest.jobs import Environment, claim, release, requeue_stale
+from ingest.worker import JobReport, run_queue
 
 HEADER = "Employee ID,First Name,Last Name,Email,Status"
 
@@ -101,7 +102,7 @@ def user_count(where: Environment, client: str = "acme", status: str | None = No
 
 
 def run_all(where: Environment) -> list[JobReport]:
-    return run_queue(where, worker.node_id())
+    return run_queue(where, jobs.node_id())
 
 
 # --- claiming ----------------------------------------------------------------------------------------------------
@@ -158,13 +159,13 @@ def test_a_stale_or_orphaned_running_job_is_requeued_and_a_live_one_is_not(where
     stale, orphan, live, worn = (upload(where, users_csv(n), f"acme_users_{n}.csv") for n in range(1, 5))
     long_ago = datetime.now(UTC) - timedelta(minutes=10)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    me = worker.node_id()
+    me = jobs.node_id()
     host = me.split(":")[0]
     states = {
         stale.id: {"claimed_by": "other-host:1:x", "heartbeat_at": long_ago},
         orphan.id: {"claimed_by": f"{host}:{dead.stdout.strip()}:x", "heartbeat_at": datetime.now(UTC)},
         live.id: {"claimed_by": "other-host:2:y", "heartbeat_at": datetime.now(UTC)},
-        worn.id: {"claimed_by": "other-host:3:z", "heartbeat_at": long_ago, "attempts": worker.MAX_ATTEMPTS},
+        worn.id: {"claimed_by": "other-host:3:z", "heartbeat_at": long_ago, "attempts": jobs.MAX_ATTEMPTS},
     }
     with where.database.engine.begin() as connection:
         for job_id, values in states.items():
@@ -319,8 +320,8 @@ def test_a_cron_environment_imports_only_jobs_queued_before_its_last_run(where: 
     upload(where, users_csv(5))
     fired = last_fire(CronSchedule.parse("0 0 * * *", where.config.zone), datetime.now(UTC))
     assert fired is not None
-    assert run_queue(where, worker.node_id(), due_before=fired.astimezone(UTC)) == []  # arrived after midnight
-    assert [report.status for report in run_queue(where, worker.node_id(), due_before=datetime.now(UTC))] == ["applied"]
+    assert run_queue(where, jobs.node_id(), due_before=fired.astimezone(UTC)) == []  # arrived after midnight
+    assert [report.status for report in run_queue(where, jobs.node_id(), due_before=datetime.now(UTC))] == ["applied"]
 
 
 def test_an_apply_committed_before_its_status_was_recorded_is_not_applied_twice(where: Environment) -> None:
