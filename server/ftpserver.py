@@ -43,11 +43,10 @@ class _ThreadedServer(ThreadedFTPServer):
         handler = FTPServer.handle_accepted(self, sock, addr)
         if handler is None or handler._closed:  # banned, or over a connection limit: answered and closed
             return
-        if not handler.authorizer.may_log_in_from(handler.remote_ip):
+        if handler.on_acceptor_loop:
             # No account accepts this address, so no login can succeed: the session stays on the acceptor's loop
             # like bare async pyftpdlib (no thread, no blocking work ever: every PASS is refused before any hashing),
             # and a flood from such addresses costs a fraction of a threaded session.
-            handler.on_acceptor_loop = True
             return
         self.ioloop.unregister(handler._fileno)
         thread = self._start_task(target=self._loop, args=(handler,), name=f"ftp-session-{addr[0]}")

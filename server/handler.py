@@ -234,6 +234,8 @@ class LcsyncFTPHandler(TLS_FTPHandler):
             # Close now, as pyftpdlib does for too many connections: the reply fits in the fresh socket's buffer.
             self.close()
             return
+        # Decided before the greeting, so the flag is set before the client can send anything (see ftpserver).
+        self.on_acceptor_loop = not self.authorizer.may_log_in_from(self.remote_ip)
         event(log, "connect", ip=self.remote_ip, port=self.remote_port)
         METRICS.inc("lcsync_connections_total")
         super().handle()
