@@ -38,11 +38,11 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.db import Database
 from core.errors import DatabaseUnavailable
+from core.files import fsync_dir
 from core.layout import Layout
 from core.log import event
 from core.metrics import METRICS
 from core.runs import ReportRun, ReportRunStatus
-from export.generate import fsync_dir
 
 log = logging.getLogger("lcsync.export")
 

@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-import errno
+import itertools
 import logging
 import os
 import uuid
@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from core.config import Config, ReportConfig, report_file_stem
 from core.db import Database
 from core.errors import DatabaseUnavailable, UsageError
+from core.files import publish
 from core.layout import Layout
 from core.log import event
 from core.runs import ReportRun, ReportRunStatus
@@ -195,35 +196,5 @@ def _write(
 
 def _publish(temp: Path, outbox: Path, reports: Path, name: str, when: datetime, fmt: str) -> Path:
     """Give ``temp`` a name free in the outbox (taken atomically) and not already used in the client's reports/."""
-    attempt = 1
-    while True:
-        final = outbox / report_file_name(name, when, fmt, attempt)
-        attempt += 1
-        if (reports / final.name).exists():
-            continue
-        try:
-            os.link(temp, final)  # fails when the name exists: never overwrites
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS):
-                raise
-            if final.exists():  # no hard links on this file system: check, then rename
-                continue
-            os.replace(temp, final)
-        fsync_dir(outbox)
-        return final
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or link in ``folder`` durable (best effort: some file systems refuse)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    candidates = (outbox / report_file_name(name, when, fmt, attempt) for attempt in itertools.count(1))
+    return publish(temp, candidates, taken=lambda final: (reports / final.name).exists())

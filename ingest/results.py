@@ -28,7 +28,7 @@ and no result file is ever overwritten. Rows are streamed: memory stays flat how
 from __future__ import annotations
 
 import csv
-import errno
+import itertools
 import os
 import uuid
 from collections.abc import Iterable, Iterator
@@ -38,6 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from core.files import publish
 from ingest.rows import Outcome, RowError, RowOutcome
 
 HEADER = ("line", "key", "outcome", "reason")
@@ -155,38 +156,7 @@ class ResultWriter:
 def _publish(temp: Path, target_dir: Path, upload_name: str, when: datetime) -> Path:
     """Give ``temp`` a free name in ``target_dir`` without ever replacing an existing file."""
     target_dir.mkdir(parents=True, exist_ok=True)
-    attempt = 1
-    while True:
-        final = target_dir / result_name(upload_name, when, attempt)
-        try:
-            os.link(temp, final)  # fails when the name exists: never overwrites
-        except FileExistsError:
-            attempt += 1
-            continue
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS):
-                raise
-            if final.exists():  # no hard links here: check, then rename (a race only between two writers)
-                attempt += 1
-                continue
-            os.replace(temp, final)
-        else:
-            temp.unlink()
-        _fsync_dir(target_dir)
-        return final
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return publish(temp, (target_dir / result_name(upload_name, when, attempt) for attempt in itertools.count(1)))
 
 
 class ResultMerger:
