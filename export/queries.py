@@ -35,6 +35,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, FromClause, Select, and_, func, null, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
 
 from core.config import (
     CUSTOM_PREFIX,
@@ -149,9 +150,12 @@ class ReportRows(Iterator[tuple[Any, ...]]):
 
 
 def _python_type(type_: Any) -> type | None:
+    """The Python type of a column's values; None for null() (a column that is always NULL) or an unknown type."""
+    if isinstance(type_, NullType):
+        return None
     try:
         python_type: type = type_.python_type
-    except NotImplementedError:  # NullType: a column that is always NULL
+    except NotImplementedError:
         return None
     return python_type
 

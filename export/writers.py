@@ -106,7 +106,8 @@ def write_csv(
         writer = csv.writer(text, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
         writer.writerow([excel_safe(str(name)) for name in header])
         if isinstance(rows, ColumnBatches) and rows.column_types:
-            count = _write_csv_columns(writer, rows, progress)
+            text.flush()
+            count = _write_csv_columns(handle, rows, progress)
         else:
             count = _write_csv_rows(writer, rows, progress)
         if progress is not None:
@@ -143,76 +144,125 @@ def _write_csv_rows(writer: Any, rows: Iterable[Sequence[Any]], progress: Progre
     return count
 
 
-def _write_csv_columns(writer: Any, rows: ColumnBatches, progress: Progress | None) -> int:
-    """Rows a batch at a time, column by column: each column's handling chosen once, from its type."""
-    plan: list[tuple[int, Callable[[Sequence[Any]], Sequence[Any]]]] = []
+class _Lines:
+    """What csv.writer writes its lines to: a list's append (a C call per row, no encoder call)."""
+
+    __slots__ = ("write",)
+
+    def __init__(self, lines: list[str]) -> None:
+        self.write = lines.append
+
+
+# A column's csv text and whether every cell of it can be written as it is: no delimiter, quote or line break that
+# csv.writer would quote, and no NUL (the separator these checks join cells with).
+_Converted = tuple[Sequence[str], bool]
+
+
+def _write_csv_columns(handle: IO[bytes], rows: ColumnBatches, progress: Progress | None) -> int:
+    """Rows a batch at a time, column by column: each column's handling chosen once from its type, every value
+    turned into its csv text. A batch where no cell needs quoting (the usual case) is joined with "," and CRLF in C,
+    which is byte for byte what csv.writer writes; any other batch goes through csv.writer. Each batch is encoded
+    and written at once."""
+    plan: list[tuple[int, Callable[[Sequence[Any]], _Converted]]] = []
     for index, kind in enumerate(rows.column_types):
         if kind is str:
             plan.append((index, _csv_text_column))
         elif kind is date:
             plan.append((index, _DateText().column))
-        else:  # numbers, or a column that is always empty: value by value, as rows are
+        else:  # numbers, or a column that is always empty: value by value
             plan.append((index, _csv_any_column))
-    writerows = writer.writerows
+    # csv.writer quotes the field of a one-field record when it is empty ('""'): such reports always go through it.
+    joinable = len(plan) > 1
+    lines: list[str] = []
+    writerows = csv.writer(_Lines(lines), lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL).writerows
+    write = handle.write
     count = 0
     for columns in rows.column_batches():
+        plain = joinable
         for index, convert in plan:
-            columns[index] = convert(columns[index])
-        writerows(zip(*columns, strict=True))
+            columns[index], clean = convert(columns[index])
+            plain = plain and clean
+        if plain:
+            write(("\r\n".join(map(",".join, zip(*columns, strict=True))) + "\r\n").encode("utf-8"))
+        else:
+            writerows(zip(*columns, strict=True))
+            write("".join(lines).encode("utf-8"))
+            lines.clear()
         before, count = count, count + len(columns[0])
         if progress is not None and count // PROGRESS_EVERY != before // PROGRESS_EVERY:
             progress(count)
     return count
 
 
-# A cell of a batch's text column that begins like a formula, the cells joined with NUL and a NUL put in front.
-_UNSAFE_CELL = re.compile("\x00[=+\\-@\t\r]")
+_UNSAFE_CELL = re.compile("\x00[=+\\-@\t\r]")  # a cell (but the first) that begins like a formula, cells NUL-joined
+_QUOTED = re.compile('[,"\r\n]')  # what makes csv.writer (QUOTE_MINIMAL, CRLF) quote a field
 
 
-def _csv_text_column(values: Sequence[Any]) -> Sequence[Any]:
-    """A text column of one batch, made safe: one join and one search in C when no cell needs the prefix (the
+def _plain(joined: str, cells: int) -> bool:
+    """Whether the ``cells`` NUL-joined in ``joined`` can all be written unquoted."""
+    return _QUOTED.search(joined) is None and joined.count("\x00") == cells - 1
+
+
+def _csv_text_column(values: Sequence[Any]) -> _Converted:
+    """A text column of one batch, made safe: one join and two searches in C when no cell needs the prefix (the
     usual case), value by value when one does or when the column holds something other than text (None)."""
     try:
-        joined = "\x00" + "\x00".join(values)
+        joined = "\x00".join(values)
     except TypeError:  # None, or a value that is not text: each by its type
         return _csv_any_column(values)
-    if _UNSAFE_CELL.search(joined) is None:  # (a NUL inside a cell can only cause a needless rewrite)
-        return values
     unsafe = _UNSAFE_FIRST
-    return ["'" + value if value[:1] in unsafe else value for value in values]
+    if _UNSAFE_CELL.search(joined) is not None or (values and values[0][:1] in unsafe):
+        # (a NUL inside a cell can only cause a needless rewrite; the prefix adds no character csv quotes)
+        values = ["'" + value if value[:1] in unsafe else value for value in values]
+    return values, _plain(joined, len(values))
 
 
-def _csv_any_column(values: Sequence[Any]) -> list[Any]:
-    """A column of one batch, value by value, exactly as _write_csv_rows writes each value."""
+def _csv_any_column(values: Sequence[Any]) -> _Converted:
+    """A column of one batch, value by value: the csv text of each (None: empty), as _write_csv_rows writes it."""
     unsafe = _UNSAFE_FIRST
-    plain = _CSV_PLAIN
-    return [
-        ("'" + value if value[:1] in unsafe else value)
+    texts = [
+        ""
+        if value is None
+        else ("'" + value if value[:1] in unsafe else value)
         if value.__class__ is str
-        else value
-        if value is None or value.__class__ in plain
-        else _csv_value(value)
+        else _csv_text(value)
         for value in values
     ]
+    return texts, _plain("\x00".join(texts), len(texts))
 
 
-class _DateText(dict[Any, Any]):
+def _csv_text(value: Any) -> str:
+    """The text csv.writer writes for a value that is not None or a plain str (str() of a number or a date)."""
+    converted = value if value.__class__ in _CSV_PLAIN else _csv_value(value)
+    return converted if converted.__class__ is str else str(converted)
+
+
+class _DateText(dict[Any, str]):
     """The csv text of a date column's values, remembered: a report's dates repeat (start dates, completion
-    dates), and a dict lookup costs a fraction of ``date.isoformat``. None stays None (an empty field); anything
-    else (a datetime, a date subclass) is converted as _csv_any_column would, and not remembered. At most ``LIMIT``
-    values are held, so memory stays flat."""
+    dates), and a dict lookup costs a fraction of ``date.isoformat``. None is an empty field; anything else (a
+    datetime, a date subclass) is converted as _csv_any_column would and not remembered. At most ``LIMIT`` values
+    are held, so memory stays flat."""
 
     LIMIT = 20_000
 
-    def column(self, values: Sequence[Any]) -> list[Any]:
-        return list(map(self.__getitem__, values))
+    def __init__(self) -> None:
+        super().__init__()
+        self.other = False  # a value that is not a date (or None) met in this batch
 
-    def __missing__(self, value: Any) -> Any:
+    def column(self, values: Sequence[Any]) -> _Converted:
+        self.other = False
+        texts = list(map(self.__getitem__, values))
+        if self.other:  # its text could need quoting (ISO dates never do)
+            return _csv_any_column(values)
+        return texts, True
+
+    def __missing__(self, value: Any) -> str:
         if value is not None and value.__class__ is not date:
-            return _csv_any_column((value,))[0]
+            self.other = True
+            return ""
         if len(self) >= self.LIMIT:
             self.clear()
-        text = self[value] = None if value is None else value.isoformat()
+        text = self[value] = "" if value is None else value.isoformat()
         return text
 
 
