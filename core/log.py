@@ -54,6 +54,7 @@ def setup_logging(level: int = logging.INFO, json_lines: bool | None = None) -> 
     # pyftpdlib logs every command at INFO; our own events replace those lines.
     logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # its INFO lines are not events
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:

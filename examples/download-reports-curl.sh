@@ -6,7 +6,7 @@
 #                            [--folder reports|results] [--keep] [DESTINATION]
 #
 # DESTINATION is a local folder (default: the current folder). --keep downloads without deleting.
-# --folder results fetches the import result files instead (coming with the import; the folder exists already).
+# --folder results fetches the import result files instead.
 #
 # Settings come from the options above or from the environment (the same variables as upload-curl.sh):
 #   LCSYNC_HOST (127.0.0.1)  LCSYNC_PORT (2121)  LCSYNC_USER (demo-sandbox)

@@ -629,4 +629,4 @@ class _Run:
         self._record_outcomes([(None, key, Outcome.SUSPENDED.value) for key, _ in absent])
         self.counts.suspended += len(absent)
         for key, _ in absent:
-            self.on_outcome(RowOutcome(None, key, Outcome.SUSPENDED))
+            self.on_outcome(RowOutcome(None, key, Outcome.SUSPENDED, "absent from this full file"))

@@ -145,6 +145,8 @@ def run_pipeline(
     release_hint = (
         f"An operator can release it with `lcsync import release {job_id} --env {where.env}`, "
         "or upload a corrected file."
+        if job_id is not None
+        else "Once imported for real, an operator could release it with `lcsync import release`, or correct the file."
     )
     if template.on_row_error == "reject" and validation.errors:
         merger.close()
@@ -160,12 +162,12 @@ def run_pipeline(
         return _replay(where.database, job_id, validation, merger, total, errors)
     hold: str | None = None
     if validation.valid_count == 0:
-        hold = "held, nothing applied: the file has no valid row."
+        hold = "Held, nothing applied: the file has no valid row."
     elif template.mode == "full":
         active, would = store.plan_suspensions(client, validation.keys_in_file)
         if active and would * 100.0 / active > template.max_suspend_percent:
             hold = (
-                f"held, nothing applied: this full file would suspend {would} of {active} active users "
+                f"Held, nothing applied: this full file would suspend {would} of {active} active users "
                 f"({would * 100.0 / active:.1f}%, more than the {template.max_suspend_percent:g}% allowed)."
             )
     if hold and not released:

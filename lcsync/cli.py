@@ -12,6 +12,7 @@ A password is never printed, except the one that `accounts add` and `accounts pa
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from sqlalchemy.engine import make_url
 from core.config import Config, config_path, load_config
 from core.db import Database
 from core.errors import ConfigError, LcsyncError, UsageError
+from core.log import setup_logging
 from core.passwords import generate_password, hash_password
 from lcsync import accounts_file
 
@@ -90,6 +92,9 @@ def cli() -> None:
 
 def main() -> None:
     """The `lcsync` console script and `python -m lcsync`."""
+    # Warnings from the work a command does (a rejected file, a database down) reach stderr as structured lines;
+    # `lcsync serve` turns this up to every event.
+    setup_logging(logging.WARNING)
     cli(prog_name="lcsync")
 
 
