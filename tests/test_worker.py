@@ -25,7 +25,7 @@ from core.config import Config, load_config
 from core.db import Database
 from core.models import ImportJob, JobStatus
 from core.queue import Arrival, enqueue
-from ingest import jobs, worker
+from ingest import jobs
 from ingest.jobs import Environment, claim, release, requeue_stale
 from ingest.worker import JobReport, run_queue
 
