@@ -16,9 +16,11 @@ Both take a header and an iterator of rows whose values are ``str``, ``date``/``
 An empty report is a header-only file. ``write_report`` returns the number of data rows written.
 
 Rows that can also be read column by column (``ColumnBatches``, as ``export.queries.report_rows`` gives them) take the
-csv writer's fast path: each column is planned once from its type and handled a batch at a time (a text column is
-checked with one search over the batch and rewritten only when one of its cells needs the prefix; a date column's
-text is looked up in a small cache), then ``csv.writer.writerows`` writes the batch. The bytes are the same.
+csv writer's fast path: each column is planned once from its type and turned into csv text a batch at a time (a text
+column is checked with one search over the joined batch and rewritten only when one of its cells needs the prefix; a
+date column's text is looked up in a small cache). A batch in which no cell needs quoting, the usual case, is joined
+with "," and CRLF in C; any other batch goes through ``csv.writer``. The bytes are the same either way (tests compare
+them), at a fraction of the Python work per row.
 """
 
 from __future__ import annotations
