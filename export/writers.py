@@ -34,11 +34,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 
+from core.cells import UNSAFE_FIRST, excel_safe
+
 Progress = Callable[[int], None]  # rows written so far
 PROGRESS_EVERY = 10_000  # rows between two progress calls
 
 FORMATS = ("csv", "xlsx")
-_UNSAFE_FIRST = frozenset(("=", "+", "-", "@", "\t", "\r"))
 XLSX_MAX_ROWS = 1_048_576  # rows in one Excel sheet, the header row included
 DATE_FORMAT = "yyyy-mm-dd"
 DATETIME_FORMAT = "yyyy-mm-dd hh:mm:ss"
@@ -54,11 +55,6 @@ class ColumnBatches(Protocol):
     column_types: Sequence[type | None]
 
     def column_batches(self) -> Iterator[list[Sequence[Any]]]: ...
-
-
-def excel_safe(value: str) -> str:
-    """A text cell that a spreadsheet shows as text, never runs as a formula."""
-    return "'" + value if value[:1] in _UNSAFE_FIRST else value
 
 
 def write_report(
@@ -123,7 +119,7 @@ def write_csv(
 def _write_csv_rows(writer: Any, rows: Iterable[Sequence[Any]], progress: Progress | None) -> int:
     """Any rows, one at a time."""
     writerow = writer.writerow
-    unsafe = _UNSAFE_FIRST
+    unsafe = UNSAFE_FIRST
     count = 0
     step = PROGRESS_EVERY
     plain = _CSV_PLAIN
@@ -212,7 +208,7 @@ def _csv_text_column(values: Sequence[Any]) -> _Converted:
         joined = "\x00".join(values)
     except TypeError:  # None, or a value that is not text: each by its type
         return _csv_any_column(values)
-    unsafe = _UNSAFE_FIRST
+    unsafe = UNSAFE_FIRST
     if _UNSAFE_CELL.search(joined) is not None or (values and values[0][:1] in unsafe):
         # (a NUL inside a cell can only cause a needless rewrite; the prefix adds no character csv quotes)
         values = ["'" + value if value[:1] in unsafe else value for value in values]
@@ -221,7 +217,7 @@ def _csv_text_column(values: Sequence[Any]) -> _Converted:
 
 def _csv_any_column(values: Sequence[Any]) -> _Converted:
     """A column of one batch, value by value: the csv text of each (None: empty), as _write_csv_rows writes it."""
-    unsafe = _UNSAFE_FIRST
+    unsafe = UNSAFE_FIRST
     texts = [
         ""
         if value is None
@@ -309,7 +305,7 @@ def write_xlsx(
         sheet = new_sheet(sheet_number)
         write_string, write_number = sheet.write_string, sheet.write_number
         write_datetime = sheet.write_datetime
-        unsafe = _UNSAFE_FIRST
+        unsafe = UNSAFE_FIRST
         count = 0
         line = 0
         for row in rows:

@@ -38,17 +38,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from core.cells import excel_safe
 from core.files import publish
 from ingest.rows import Outcome, RowError, RowOutcome
 
 HEADER = ("line", "key", "outcome", "reason")
 SUMMARY = "summary"
-_UNSAFE_FIRST = ("=", "+", "-", "@", "\t", "\r")
-
-
-def excel_safe(value: str) -> str:
-    """A text cell that a spreadsheet shows as text, never runs as a formula."""
-    return "'" + value if value.startswith(_UNSAFE_FIRST) else value
 
 
 def result_name(upload_name: str, when: datetime, attempt: int = 1) -> str:
