@@ -20,13 +20,13 @@ import click
 from sqlalchemy import func, select
 
 from core.config import Config
+from core.cron import is_on_arrival
 from core.db import Database
 from core.errors import UsageError
 from core.layout import Layout
 from export.deliver import deliver_staged
 from export.generate import find_report, generate_report
 from export.writers import Progress
-from ingest.schedule import is_on_arrival
 from lcsync.cli import _echo_table, _environments, _load, cli, config_option
 from lcsync.schedule import describe, firings
 

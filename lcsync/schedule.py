@@ -8,7 +8,7 @@ Jobs (every time is local wall-clock time in ``timezone``; ``lcsync schedule`` l
     retention                    per environment, daily at 03:30
     import                       only listed here: ingest.schedule.ImportWorker runs cron ``import_schedule``s
 
-**The times.** APScheduler 3's ``BackgroundScheduler`` is the clock, but with ``ingest.schedule.CronTrigger``, not
+**The times.** APScheduler 3's ``BackgroundScheduler`` is the clock, but with ``core.cron.CronTrigger``, not
 APScheduler's own ``CronTrigger``: across Melbourne's clock changes that one skips the Monday after daylight saving
 starts (``0 0 * * *`` goes from Sun 4 Oct 2026 00:00 AEST to Tue 6 Oct 00:00 AEDT; ``5 0 * * *`` likewise), and its
 ``from_crontab`` reads day-of-week 1 as Tuesday. ``CronSchedule`` gives every calendar day its firing.
@@ -42,6 +42,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from core.config import Config, schedule_cron
+from core.cron import CronSchedule, CronTrigger, is_on_arrival, last_fire
 from core.db import Database
 from core.errors import DatabaseUnavailable
 from core.layout import Layout
@@ -51,7 +52,6 @@ from export.deliver import deliver_staged
 from export.generate import generate_report
 from export.retention import remove_expired
 from ingest.jobs import is_orphaned, node_id
-from ingest.schedule import CronSchedule, CronTrigger, is_on_arrival, last_fire
 
 log = logging.getLogger("lcsync.schedule")
 

@@ -20,9 +20,9 @@ from reporting import REPORT, open_database, report_config, report_runs, schedul
 from serving import wait_for
 
 from core.config import Config
+from core.cron import CronTrigger
 from core.db import Database
 from core.layout import Layout
-from ingest.schedule import CronTrigger
 from lcsync.schedule import JobSchedule, claim_firing
 
 MELBOURNE = ZoneInfo("Australia/Melbourne")

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ingest.schedule import CronSchedule, CronTrigger, last_fire
+from core.cron import CronSchedule, CronTrigger, last_fire
 
 MELBOURNE = ZoneInfo("Australia/Melbourne")
 

@@ -315,7 +315,7 @@ def test_a_missing_spool_file_fails_the_job_with_a_result_file(where: Environmen
 
 
 def test_a_cron_environment_imports_only_jobs_queued_before_its_last_run(where: Environment) -> None:
-    from ingest.schedule import CronSchedule, last_fire
+    from core.cron import CronSchedule, last_fire
 
     upload(where, users_csv(5))
     fired = last_fire(CronSchedule.parse("0 0 * * *", where.config.zone), datetime.now(UTC))
