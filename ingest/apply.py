@@ -2,10 +2,11 @@
 
 One file is one transaction (SPEC 5, docs/design/import.md)::
 
-    load the client's users as compact {employee_id: hash|status|id}   (one query, ~150 bytes a user)
-    for each batch of valid rows, in file order:
+    the client's users as {employee_id: hash|status|id|manager} (ingest.snapshot: the read validation used, read
+        again only if another import of the client committed since)
+    for each batch of valid records, in file order:
+        known key, same hash -> unchanged: the record is not even converted; nothing read, nothing written
         new key            -> ids assigned in Python, user + memberships + custom values inserted in bulk
-        known key, same hash -> unchanged: nothing read, nothing written
         known key, other hash -> the stored values of the batch's candidates read by id, compared field by field:
                               only the changed columns updated, one audit row per change, reactivation
         on_outcome for every row of the batch, in file order
@@ -15,8 +16,11 @@ One file is one transaction (SPEC 5, docs/design/import.md)::
 A manager named before its own row gets its id at once (the foreign key is deferred), so managers are linked without
 a second pass over the users; a manager whose row never came is unlinked before the commit.
 
-``row_hash`` is a 64-bit BLAKE2b digest over the values a row determines under its template (the template's shape is
-part of the digest): equal digests mean the stored user already says what the row says.
+``row_hash`` is a 64-bit BLAKE2b digest: of the record's cells as the file wrote them, with how its columns map onto
+the template (ingest.reader.FingerprintedRecords), or for a UserRow handed over as such, of the values it determines
+(the template's shape is part of the digest). Equal digests mean the stored user already says what the row says;
+the same values written differently (" ACTIVE " for "Active") make a candidate that compares equal field by field,
+and only its digest is refreshed.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from core.config import TemplateConfig
 from core.db import Database
 from core.models import UserStatus
 from ingest.rows import Outcome, RowOutcome, UserRow
+from ingest.snapshot import StoreSnapshot, load_snapshot, read_users, read_version, user_id_of
 from ingest.store_sql import (
     AUDIT_COLUMNS,
     DATE_COLUMNS,
@@ -45,10 +50,10 @@ from ingest.store_sql import (
 BATCH = 20_000
 ACTIVE = UserStatus.ACTIVE.value
 SUSPENDED = UserStatus.SUSPENDED.value
-_NO_HASH = b"\0" * 8
-_STATUS_BYTE = {ACTIVE: b"a", SUSPENDED: b"s"}
 PLAIN_INDEX = {c: i for i, c in enumerate(PLAIN_COLUMNS)}
 _Candidate = tuple[int, UserRow, "_Layout", tuple[Any, ...], bytes, int]  # position, row, layout, prepared, digest, id
+# (line, key, digest, cells) of a file's record, or (line, key, None, row) of a UserRow given as such
+_Item = tuple[int, str, bytes | None, Any]
 
 
 class ValidationLike(Protocol):
@@ -154,67 +159,42 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
+def _no_cells(line: int, cells: Any) -> UserRow:
+    raise TypeError(f"line {line}: a record of cells came without a way to convert it")
+
+
 class UserStore:
     """The LMS user store of one environment's database (see the module docstring for how a file is applied)."""
 
     def __init__(self, database: Database, *, batch_size: int = BATCH) -> None:
         self.database = database
         self.batch_size = batch_size  # rows per bulk statement; smaller only in tests, to cross batch edges
-        self._active: tuple[str, list[str]] | None = None  # (client, active keys) as manager_map last read them
+        self._snapshot: StoreSnapshot | None = None  # the users manager_map last read
 
-    def manager_map(self, client: str) -> dict[str, str | None]:
+    def manager_map(self, client: str) -> StoreSnapshot:
         """employee_id -> the manager's employee_id (or None) for every user of ``client`` in the store.
 
-        The same read notes which users are active, for a ``plan_suspensions`` that follows (the worker asks for
-        both, seconds apart, before it applies): a million users are then read once instead of twice.
+        The users are read on a thread of their own (ingest.snapshot), so validation reads the file meanwhile; the
+        same read serves a ``plan_suspensions`` and an ``apply`` that follow for this client, unless the store
+        changed in between (the apply checks).
         """
-        managers: dict[str, str] = {}  # one string object per manager, however many reports they have
-        result: dict[str, str | None] = {}
-        active: list[str] = []
-        keep = active.append
-        for key, manager, status in self._read(
-            "SELECT u.employee_id, m.employee_id, u.status FROM users u LEFT JOIN users m ON m.id = u.manager_id "
-            "WHERE u.client = ?",
-            (client,),
-        ):
-            result[key] = None if manager is None else managers.setdefault(manager, manager)
-            if status == ACTIVE:
-                keep(key)
-        self._active = (client, active)
-        return result
+        self._snapshot = load_snapshot(self.database.engine, client)
+        return self._snapshot
 
     def plan_suspensions(self, client: str, keys_in_file: Collection[str]) -> tuple[int, int]:
         """(active users in the store, how many a full file with these keys would suspend)
 
-        Counted from the users ``manager_map`` read for this client if nothing was applied since; else read now.
-        Either way this is the picture just before the apply (which reads the users again in its transaction).
+        Counted from the users ``manager_map`` read for this client (read now if it did not). Either way this is
+        the picture just before the apply.
         """
-        if self._active is not None and self._active[0] == client:
-            active_keys: Iterable[str] = self._active[1]
-        else:
-            active_keys = (
-                key
-                for (key,) in self._read(
-                    "SELECT employee_id FROM users WHERE client = ? AND status = ?", (client, ACTIVE)
-                )
-            )
+        if self._snapshot is None or self._snapshot.client != client:
+            self._snapshot = load_snapshot(self.database.engine, client, background=False)
         active = absent = 0
-        for key in active_keys:
+        for key in self._snapshot.active_keys():
             active += 1
             if key not in keys_in_file:
                 absent += 1
         return active, absent
-
-    def _read(self, statement: str, params: Sequence[Any]) -> Iterator[Any]:
-        """Rows of a query on a raw connection (a million rows come several times faster than through Core)."""
-        conn = store_connection(self.database.engine)
-        try:
-            cursor = conn.execute(statement, params)
-            while rows := cursor.fetchmany(10_000):
-                yield from rows
-            conn.rollback()
-        finally:
-            conn.close()
 
     def apply(
         self,
@@ -233,7 +213,7 @@ class UserStore:
         calls happen before the commit: if apply raises, nothing was stored and the outcomes must be discarded.
         ``dry_run`` computes everything, then rolls back. ``progress`` gets the number of rows applied so far.
         """
-        self._active = None  # what manager_map read is about to be out of date
+        snapshot, self._snapshot = self._snapshot, None  # about to be out of date
         conn = store_connection(self.database.engine)
         # A million rows make millions of short-lived tuples on top of millions of long-lived keys: the cyclic
         # collector would walk the long-lived ones again and again, finding nothing (nothing here makes cycles).
@@ -241,11 +221,18 @@ class UserStore:
         gc.disable()
         try:
             conn.begin()
-            run = _Run(conn, client, template, job_id, on_outcome)
+            run = _Run(conn, client, template, job_id, on_outcome, snapshot)
+            fingerprinted = getattr(validation, "fingerprinted", None)
+            if fingerprinted is not None:  # a file: records come unconverted, with the digest of their cells
+                records = fingerprinted()
+                items: Iterable[_Item] = records
+                run.convert = records.convert
+            else:  # rows from elsewhere (tests, tools): their digest covers their values
+                items = ((row.line, row.key, None, row) for row in validation.valid_rows())
             done = 0
-            batch: list[UserRow] = []
-            for row in validation.valid_rows():
-                batch.append(row)
+            batch: list[_Item] = []
+            for item in items:
+                batch.append(item)
                 if len(batch) >= self.batch_size:
                     run.batch(batch)
                     done += len(batch)
@@ -285,6 +272,7 @@ class _Run:
         template: TemplateConfig,
         job_id: int | None,
         on_outcome: Callable[[RowOutcome], None],
+        snapshot: StoreSnapshot | None,
     ) -> None:
         self.conn = conn
         self.client = client
@@ -306,18 +294,20 @@ class _Run:
         ):
             self.groups.setdefault(type_id, {})[name] = group_id
             self.group_names[group_id] = name
-        # employee_id -> hash (8 bytes) + status (1 byte) + id (decimal digits): ~150 bytes a user with the dict.
-        self.existing: dict[str, bytes] = {}
-        for key, row_hash, status, user_id in conn.execute(
-            "SELECT employee_id, row_hash, status, id FROM users WHERE client = ? ORDER BY employee_id", (client,)
-        ):
-            packed = (row_hash or _NO_HASH) + _STATUS_BYTE.get(status, b"?") + str(user_id).encode()
-            self.existing[key] = packed
+        # employee_id -> packed hash, status, id and manager id (ingest.snapshot): the snapshot validation used,
+        # unless another import of the client committed since.
+        version = read_version(conn, client)
+        if snapshot is not None and snapshot.client == client and snapshot.version == version:
+            self.existing = snapshot.users
+        else:
+            self.existing = read_users(conn, client, version[1])
         self.new_ids: dict[str, int] = {}  # users created by this file, and managers named before their row
         self.pending_managers: set[str] = set()  # keys of managers named but not (yet) created
         self.id_pool: list[int] = []
         self.managers: set[int] = set()  # ids the file's rows name as managers
         self.touched: set[int] = set()  # stored users whose rows (or memberships, values, history) this file writes
+        self.layout: _Layout | None = None  # the layout of the last row prepared
+        self.convert: Callable[[int, Any], UserRow] = _no_cells
 
     def _named_ids(self, table: str, names: Sequence[str]) -> dict[str, int]:
         """Ids of the client's group types or custom fields called ``names``, created on first use."""
@@ -358,7 +348,7 @@ class _Run:
         """The id of the user ``key``: stored, created by this file, or reserved now for a manager named early."""
         packed = self.existing.get(key)
         if packed is not None:
-            return int(packed[9:])
+            return user_id_of(packed)
         ident = self.new_ids.get(key)
         if ident is None:
             ident = self.new_ids[key] = self._next_user_id()
@@ -376,13 +366,15 @@ class _Run:
 
     # --- one batch -----------------------------------------------------------------------------------------------
 
-    def batch(self, rows: list[UserRow]) -> None:
+    def batch(self, items: list[_Item]) -> None:
         """Apply one batch of valid rows (the hot path: one dict lookup for an unchanged user, bulk inserts)."""
         conn, client, job_id, now = self.conn, self.client, self.job_id, self.now_param
         existing, new_ids, pending, groups_of = self.existing, self.new_ids, self.pending_managers, self.groups
-        layout = self.layout_for(rows[0])
-        prepare, person, manager_at = layout.prepare, layout.person, layout.manager_at
-        plain, group_slots, custom_slots = layout.plain_positions, layout.group_slots, layout.custom_slots
+        convert = self.convert
+        layout = self.layout
+        if layout is not None:
+            prepare, person, manager_at = layout.prepare, layout.person, layout.manager_at
+            plain, group_slots, custom_slots = layout.plain_positions, layout.group_slots, layout.custom_slots
         new_users: list[tuple[Any, ...]] = []
         new_groups: list[tuple[int, int, str]] = []
         memberships: list[tuple[int, int, int]] = []
@@ -393,21 +385,25 @@ class _Run:
         unchanged_outcome, created_outcome = Outcome.UNCHANGED, Outcome.CREATED
         append_outcome = outcomes.append
         managers_add = self.managers.add
-        for row in rows:
-            if not layout.fits(row):
-                layout = self.layout_for(row)
-                prepare, person, manager_at = layout.prepare, layout.person, layout.manager_at
-                plain, group_slots, custom_slots = layout.plain_positions, layout.group_slots, layout.custom_slots
-            key = row.key
-            prepared = prepare(row)
-            digest = blake2b(repr(prepared).encode(), digest_size=8, person=person).digest()
-            packed = existing.get(key)
+        for line, key, digest, row in items:
+            if digest is None or (packed := existing.get(key)) is None or packed[:8] != digest:
+                if digest is not None:
+                    row = convert(line, row)
+                if layout is None or not layout.fits(row):
+                    layout = self.layout = self.layout_for(row)
+                    prepare, person, manager_at = layout.prepare, layout.person, layout.manager_at
+                    plain, group_slots, custom_slots = layout.plain_positions, layout.group_slots, layout.custom_slots
+                prepared = prepare(row)
+                if digest is None:
+                    digest = blake2b(repr(prepared).encode(), digest_size=8, person=person).digest()
+                packed = existing.get(key)
             if packed is not None:
                 if packed[:8] == digest:
                     unchanged += 1
-                    append_outcome(RowOutcome(row.line, key, unchanged_outcome))
+                    append_outcome(RowOutcome(line, key, unchanged_outcome))
                 else:
-                    candidates.append((len(outcomes), row, layout, prepared, digest, int(packed[9:])))
+                    assert layout is not None  # set when the row was prepared
+                    candidates.append((len(outcomes), row, layout, prepared, digest, user_id_of(packed)))
                     append_outcome(None)
                 continue
             ident = new_ids.get(key)
@@ -416,7 +412,7 @@ class _Run:
             elif key in pending:
                 pending.discard(key)
             else:
-                raise ValueError(f"employee_id {key!r} appears twice among the valid rows (line {row.line})")
+                raise ValueError(f"employee_id {key!r} appears twice among the valid rows (line {line})")
             manager = prepared[manager_at]
             manager_id = None
             if manager is not None:
@@ -447,7 +443,7 @@ class _Run:
                 if value is not None:
                     custom_values.append((ident, field_id, value))
             created += 1
-            append_outcome(RowOutcome(row.line, key, created_outcome))
+            append_outcome(RowOutcome(line, key, created_outcome))
         self.counts.created += created
         self.counts.unchanged += unchanged
         conn.insert("user_groups", ("id", "group_type_id", "name"), new_groups)
@@ -609,11 +605,11 @@ class _Run:
 
     def suspend_absent(self, keys_in_file: Collection[str]) -> None:
         """Full mode: suspend the active users whose key is not in the file (rejected rows' keys are)."""
-        absent = [
-            (key, int(packed[9:]))
+        absent = sorted(
+            (key, user_id_of(packed))
             for key, packed in self.existing.items()
             if packed[8:9] == b"a" and key not in keys_in_file
-        ]
+        )
         if not absent:
             return
         self.touched.update(user_id for _, user_id in absent)

@@ -26,9 +26,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Container, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from hashlib import blake2b
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,10 @@ class UserFile:
         """What validation's first pass needs, faster than ``records()`` (see ``LinkScan``)."""
         return LinkScan(self)
 
+    def fingerprinted(self, skip: Container[int]) -> FingerprintedRecords:
+        """The records not on a line in ``skip``, unconverted, with a digest of their cells (see the class)."""
+        return FingerprintedRecords(self, skip)
+
     def _read(self, scan: LinkScan | None = None) -> Iterator[Any]:
         plan = _Plan(self)
         width = len(self.header)
@@ -241,6 +246,71 @@ class LinkScan:
 
     def __iter__(self) -> Iterator[tuple[str, str | None]]:
         return self.user_file._read(self)
+
+
+class FingerprintedRecords:
+    """The apply's pass over a file it has validated: iterating yields ``(line, key, digest, cells)`` for every
+    record whose line is not in ``skip`` (the rejected ones), in file order, without converting it; ``convert(line,
+    cells)`` then makes the UserRow of a record that turns out to be needed.
+
+    ``digest`` is 64 bits of BLAKE2b over the cells the template reads, as written, personalized with how the file's
+    columns map onto the template (and this reader's rules): equal digests mean equal cells under the same reading,
+    hence equal values. A user whose stored digest equals the record's is unchanged, and costs no conversion.
+    """
+
+    def __init__(self, user_file: UserFile, skip: Container[int]) -> None:
+        self.user_file = user_file
+        self.skip = skip
+        self._plan = _Plan(user_file)
+        self._convert = self._plan.compile()
+        template = user_file.template
+        used = sorted(
+            {
+                *(i for i, _ in self._plan.text),
+                *(i for i, _, _ in self._plan.dates),
+                *(i for i, _ in self._plan.groups),
+                *(i for i, _ in self._plan.custom),
+                *([self._plan.status[0]] if self._plan.status else []),
+            }
+        )
+        mapping = (template.key, template.columns, template.group_types, template.custom_fields, template.date_format)
+        reading = ("reader-v1", [(i, user_file.header[i]) for i in used], user_file.columns, mapping)
+        self.person = blake2b(repr(reading).encode(), digest_size=16).digest()
+        namespace: dict[str, Any] = {}
+        exec(f"def cells_text(cells): return '\\x1f'.join(({''.join(f'cells[{i}], ' for i in used)}))", namespace)
+        self._text: Callable[[list[str]], str] = namespace["cells_text"]
+
+    def __iter__(self) -> Iterator[tuple[int, str, bytes, list[str]]]:
+        skip, width, key_index, text, person = (
+            self.skip,
+            self._plan.width,
+            self._plan.key_index,
+            self._text,
+            self.person,
+        )
+        with self.user_file._reader() as reader:
+            line_count = reader.line_num
+            for cells in reader:
+                line = line_count + 1
+                line_count = reader.line_num
+                if line in skip:
+                    continue
+                if len(cells) != width:
+                    if len(cells) > width:
+                        raise InputFileError(_CHANGED)
+                    cells.extend([""] * (width - len(cells)))
+                key = cells[key_index].strip()
+                if key:  # else a blank record: a record with values and no key is rejected, its line skipped
+                    yield line, key, blake2b(text(cells).encode(), digest_size=8, person=person).digest(), cells
+
+    def convert(self, line: int, cells: list[str]) -> UserRow:
+        row = self._convert(line, cells)
+        if row is None:
+            raise InputFileError(_CHANGED)
+        return row
+
+
+_CHANGED = "the file changed while it was being imported: a row that was valid no longer is"
 
 
 class _Plan:

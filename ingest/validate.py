@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from ingest.reader import UserFile
+from ingest.reader import FingerprintedRecords, UserFile
 from ingest.rows import RowError, UserRow
 
 
@@ -55,6 +55,13 @@ class Validation:
         for record in self.source.records():
             if isinstance(record, UserRow) and record.line not in bad:
                 yield record
+
+    def fingerprinted(self) -> FingerprintedRecords:
+        """Pass 2 for the applier: the good records unconverted, each with a digest of its cells (see
+        ingest.reader.FingerprintedRecords); an unchanged user's record is then never converted."""
+        if self.source is None:
+            raise ValueError("this Validation has no source file to read rows from")
+        return self.source.fingerprinted(self.bad_lines)
 
     @property
     def valid_count(self) -> int:
