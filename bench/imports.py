@@ -3,10 +3,10 @@
     python -m bench.imports [--rows 1000000] [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
 
 Every measurement runs in a process of its own under ``/usr/bin/time -v`` (peak memory = its maximum resident set
-size). End to end means what the import worker does with a file: open and sniff it, read it twice (validation, then
-applying), validate, plan the suspensions, apply in one transaction, and write every outcome to a result-file-like
-CSV. Floors measured in the same run: a bare ``csv.reader`` parse of the file, a bare SQLite ``executemany`` upsert
-of its rows, and a bare PostgreSQL ``COPY`` of the file into a table.
+size). End to end means what the import worker does with a file (``ingest.worker.run_pipeline``): the identical-file
+check, open and sniff it, validate it against the store, plan the suspensions, apply it in one transaction, and write
+and publish the client's result file. Floors measured in the same run: a bare ``csv.reader`` parse of the file, a
+bare SQLite ``executemany`` upsert of its rows, and a bare PostgreSQL ``COPY`` of the file into a table.
 
 The file: 11 columns (Employee ID, First Name, Last Name, Email, Status, Manager ID, Start Date, Department, Location,
 Position, Cost Centre); managers form a 10-ary tree shuffled into random file order, so about half of the rows name
@@ -143,33 +143,41 @@ def step_pg_copy(path: Path, url: str) -> int:
 
 
 def step_import(path: Path, url: str) -> int:
-    """The import worker's work on one file, with a plain CSV of the outcomes for a result file."""
-    from core.config import TemplateConfig
+    """The import worker's work on one file (ingest.worker.run_pipeline): the identical-file check (sha256), open
+    and sniff, validate against the store, plan the hold, apply, and the client's result file, published."""
+    from datetime import datetime
+
+    from core.config import Config
     from core.db import Database
-    from ingest.apply import UserStore
-    from ingest.reader import open_user_file
-    from ingest.validate import validate
+    from core.passwords import hash_password
+    from ingest.jobs import Environment
+    from ingest.results import ResultWriter
+    from ingest.worker import _sha256, run_pipeline
 
-    template = TemplateConfig(**TEMPLATE)
-    store = UserStore(Database("bench", url))
-    user_file = open_user_file(path, template)
-    validation = validate(user_file, store.manager_map(CLIENT))
-    store.plan_suspensions(CLIENT, validation.keys_in_file)
-    with (path.parent / f"{path.stem}.results.csv").open("w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(["Line", "Employee ID", "Outcome", "Reason"])
-        for error in validation.errors:
-            writer.writerow([error.line, error.key, "error", error.reason])
-        write = writer.writerow
-
-        def outcome(o: Any) -> None:
-            write((o.line, o.key, o.outcome.value, o.reason))
-
-        counts = store.apply(CLIENT, template, validation, None, outcome)
-    if validation.errors:
-        print(f"{len(validation.errors)} row errors, e.g. {validation.errors[0]}", file=sys.stderr)
-    print(f"counts: {counts}", file=sys.stderr)
-    return validation.total_rows
+    account = {"username": "bench", "password_hash": hash_password("bench-password-2026")}
+    config = Config.model_validate(
+        {
+            "data_dir": str(path.parent),
+            "clients": {
+                CLIENT: {
+                    "name": "Bench Co",
+                    "allowed_ips": ["127.0.0.1"],
+                    "accounts": {"sandbox": {**account, "username": "bench-s"}, "production": account},
+                    "import": {"file_pattern": "users*.csv", "template": TEMPLATE},
+                }
+            },
+        }
+    )
+    where = Environment(config, "production", Database("bench", url))
+    started = time.perf_counter()
+    with ResultWriter(path.parent, path.name, datetime.now(config.zone)) as writer:
+        summary = run_pipeline(where, CLIENT, path, writer, job_id=None, released=False, sha256=_sha256(path))
+        result = writer.finish(summary)
+    took = time.perf_counter() - started
+    print(f"{summary.status}: {summary.text()} ({took:.1f} s) -> {result.name}", file=sys.stderr)
+    if summary.status != "applied":
+        raise RuntimeError(f"the import was not applied: {summary.status}: {summary.text()}")
+    return summary.rows_total
 
 
 STEPS = {

@@ -38,7 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from core.cells import excel_safe
+from core.cells import UNSAFE_FIRST, excel_safe
 from core.files import publish
 from ingest.rows import Outcome, RowError, RowOutcome
 
@@ -163,16 +163,21 @@ class ResultMerger:
 
     def __init__(self, writer: ResultWriter, errors: Iterable[RowError]) -> None:
         self._writer = writer
+        assert writer._writer is not None, "open the ResultWriter first"
+        self._writerow = writer._writer.writerow
         self._errors: Iterator[RowError] = iter(errors)
         self._pending: RowError | None = next(self._errors, None)
         self.error_rows = 0
 
     def outcome(self, outcome: RowOutcome) -> None:
-        if outcome.line is None:
-            self.flush_errors()
-        else:
-            self.flush_errors(before=outcome.line)
-        self._writer.row(outcome.line, outcome.key, str(outcome.outcome), outcome.reason)
+        line, key, what, reason = outcome
+        pending = self._pending
+        if pending is not None and (line is None or pending.line < line):
+            self.flush_errors(before=line)
+        # The hot path of a large file (a call per row): ResultWriter.row inlined. An Outcome is a str.
+        self._writerow(
+            ("" if line is None else line, "'" + key if key[:1] in UNSAFE_FIRST else key, what, excel_safe(reason))
+        )
 
     def flush_errors(self, before: int | None = None) -> None:
         """Write every error row of lines before ``before`` (all of them when None)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import date
+from typing import NamedTuple
 
 FieldValue = str | date | None
 
@@ -53,9 +54,9 @@ class UserRow:
     custom: dict[str, str | None] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class RowOutcome:
-    """The outcome of one applied row (or suspended user), as the result file reports it."""
+class RowOutcome(NamedTuple):
+    """The outcome of one applied row (or suspended user), as the result file reports it. A named tuple: the
+    applier makes one per row, a million for a large file."""
 
     line: int | None  # None for a user suspended because it was absent from a full file
     key: str
