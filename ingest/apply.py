@@ -34,7 +34,9 @@ from typing import Any, Protocol
 
 from core.config import TemplateConfig
 from core.db import Database
+from core.errors import InputFileError
 from core.models import UserStatus
+from ingest.reader import FILE_CHANGED, FingerprintedRecords
 from ingest.rows import Outcome, RowOutcome, UserRow
 from ingest.snapshot import StoreSnapshot, load_snapshot, read_users, read_version, user_id_of
 from ingest.store_sql import (
@@ -51,7 +53,8 @@ BATCH = 20_000
 ACTIVE = UserStatus.ACTIVE.value
 SUSPENDED = UserStatus.SUSPENDED.value
 PLAIN_INDEX = {c: i for i, c in enumerate(PLAIN_COLUMNS)}
-_Candidate = tuple[int, UserRow, "_Layout", tuple[Any, ...], bytes, int]  # position, row, layout, prepared, digest, id
+# position in the batch, line, key, layout, prepared values, digest, user id
+_Candidate = tuple[int, int, str, "_Layout", tuple[Any, ...], bytes, int]
 # (line, key, digest, cells) of a file's record, or (line, key, None, row) of a UserRow given as such
 _Item = tuple[int, str, bytes | None, Any]
 
@@ -106,11 +109,24 @@ class _Layout:
         # The plain columns of a new user, in PLAIN_COLUMNS order (None for absent ones), from a prepared tuple.
         index = {c: i for i, c in enumerate(self.columns)}
         self.plain_positions = tuple(index.get(c) for c in PLAIN_COLUMNS)
+        # The users row of a new user (USER_INSERT_COLUMNS) from its prepared tuple, as straight-line code.
+        plain = "".join("None, " if at is None else f"p[{at}], " for at in self.plain_positions)
+        self.user_row: Callable[..., tuple[Any, ...]] = eval(
+            f"lambda ident, client, key, p, manager, digest, job, now: "
+            f"(ident, client, key, {plain}manager, digest, job, now, now)"
+        )
         # The shape is part of every digest (as BLAKE2b personalization): a file with other columns makes every
         # user a candidate once.
         shape = (self.columns, self.manager_mapped, self.group_types, self.custom_fields)
         self.person = blake2b(("v2" + repr(shape)).encode(), digest_size=16).digest()
         self.prepare: Callable[[UserRow], tuple[Any, ...]] = self._compile()
+        # The same tuple as ingest.reader.FingerprintedRecords.values names it (a file's records skip the UserRow).
+        self.items = (
+            *(f"field:{c}" for c in self.columns),
+            "field:manager_id" if self.manager_mapped else "none",
+            *(f"group:{name}" for name in self.group_types),
+            *(f"custom:{name}" for name in self.custom_fields),
+        )
 
     def _compile(self) -> Callable[[UserRow], tuple[Any, ...]]:
         lines = ["def prepare(row):", "    fields = row.fields"]
@@ -159,8 +175,8 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def _no_cells(line: int, cells: Any) -> UserRow:
-    raise TypeError(f"line {line}: a record of cells came without a way to convert it")
+def _no_values(line: int, cells: Any) -> tuple[Any, ...] | None:
+    raise TypeError(f"line {line}: a record of cells came without its file's reader")
 
 
 class UserStore:
@@ -206,11 +222,13 @@ class UserStore:
         *,
         dry_run: bool = False,
         progress: Callable[[int], None] | None = None,
+        on_outcomes: Callable[[list[RowOutcome]], None] | None = None,
     ) -> ApplyCounts:
         """Apply the valid rows of ``validation`` for ``client`` in one transaction and return the counts.
 
         ``on_outcome`` is called for every valid row in file order, then for each suspended user (line None). The
         calls happen before the commit: if apply raises, nothing was stored and the outcomes must be discarded.
+        ``on_outcomes``, when given, gets the valid rows' outcomes instead, a batch (a list, in file order) at a time.
         ``dry_run`` computes everything, then rolls back. ``progress`` gets the number of rows applied so far.
         """
         snapshot, self._snapshot = self._snapshot, None  # about to be out of date
@@ -222,11 +240,12 @@ class UserStore:
         try:
             conn.begin()
             run = _Run(conn, client, template, job_id, on_outcome, snapshot)
+            run.on_outcomes = on_outcomes
             fingerprinted = getattr(validation, "fingerprinted", None)
             if fingerprinted is not None:  # a file: records come unconverted, with the digest of their cells
                 records = fingerprinted()
                 items: Iterable[_Item] = records
-                run.convert = records.convert
+                run.records = records
             else:  # rows from elsewhere (tests, tools): their digest covers their values
                 items = ((row.line, row.key, None, row) for row in validation.valid_rows())
             done = 0
@@ -279,6 +298,7 @@ class _Run:
         self.layouts: dict[tuple[tuple[str, ...], ...], _Layout] = {}
         self.job_id = job_id
         self.on_outcome = on_outcome
+        self.on_outcomes: Callable[[list[RowOutcome]], None] | None = None  # the same, a batch at a time
         self.counts = ApplyCounts()
         self.now = datetime.now(UTC)
         self.now_param = conn.time_param(self.now)
@@ -307,7 +327,8 @@ class _Run:
         self.managers: set[int] = set()  # ids the file's rows name as managers
         self.touched: set[int] = set()  # stored users whose rows (or memberships, values, history) this file writes
         self.layout: _Layout | None = None  # the layout of the last row prepared
-        self.convert: Callable[[int, Any], UserRow] = _no_cells
+        self.records: FingerprintedRecords | None = None  # a file's records, when they come unconverted
+        self.values: Callable[[int, Any], tuple[Any, ...] | None] | None = None  # their prepared values
 
     def _named_ids(self, table: str, names: Sequence[str]) -> dict[str, int]:
         """Ids of the client's group types or custom fields called ``names``, created on first use."""
@@ -341,7 +362,7 @@ class _Run:
 
     def _next_user_id(self) -> int:
         if not self.id_pool:
-            self.id_pool = self.conn.new_ids("users", BATCH)[::-1]
+            self.id_pool.extend(reversed(self.conn.new_ids("users", BATCH)))
         return self.id_pool.pop()
 
     def user_id(self, key: str) -> int:
@@ -370,11 +391,16 @@ class _Run:
         """Apply one batch of valid rows (the hot path: one dict lookup for an unchanged user, bulk inserts)."""
         conn, client, job_id, now = self.conn, self.client, self.job_id, self.now_param
         existing, new_ids, pending, groups_of = self.existing, self.new_ids, self.pending_managers, self.groups
-        convert = self.convert
+        if self.records is not None and self.values is None:  # a file: one layout, known from its first record
+            line, _, _, cells = items[0]
+            self.layout = self.layout_for(self.records.convert(line, cells))
+            self.values = self.records.values(self.layout.items)
+        values = self.values or _no_values
         layout = self.layout
         if layout is not None:
             prepare, person, manager_at = layout.prepare, layout.person, layout.manager_at
-            plain, group_slots, custom_slots = layout.plain_positions, layout.group_slots, layout.custom_slots
+            user_row, group_slots, custom_slots = layout.user_row, layout.group_slots, layout.custom_slots
+        id_pool = self.id_pool
         new_users: list[tuple[Any, ...]] = []
         new_groups: list[tuple[int, int, str]] = []
         memberships: list[tuple[int, int, int]] = []
@@ -386,51 +412,50 @@ class _Run:
         append_outcome = outcomes.append
         managers_add = self.managers.add
         for line, key, digest, row in items:
-            if digest is None or (packed := existing.get(key)) is None or packed[:8] != digest:
-                if digest is not None:
-                    row = convert(line, row)
+            packed = existing.get(key)
+            if digest is None:  # a UserRow handed over as such: its digest covers its prepared values
                 if layout is None or not layout.fits(row):
                     layout = self.layout = self.layout_for(row)
                     prepare, person, manager_at = layout.prepare, layout.person, layout.manager_at
-                    plain, group_slots, custom_slots = layout.plain_positions, layout.group_slots, layout.custom_slots
+                    user_row, group_slots, custom_slots = layout.user_row, layout.group_slots, layout.custom_slots
                 prepared = prepare(row)
-                if digest is None:
-                    digest = blake2b(repr(prepared).encode(), digest_size=8, person=person).digest()
-                packed = existing.get(key)
+                digest = blake2b(repr(prepared).encode(), digest_size=8, person=person).digest()
+            elif packed is not None and packed[:8] == digest:  # a record of cells unchanged since last time
+                unchanged += 1
+                append_outcome(RowOutcome(line, key, unchanged_outcome))
+                continue
+            else:  # a record of cells to write: its values straight from the cells, in the layout's order
+                found = values(line, row)
+                if found is None:
+                    raise InputFileError(FILE_CHANGED)
+                prepared = found
             if packed is not None:
                 if packed[:8] == digest:
                     unchanged += 1
                     append_outcome(RowOutcome(line, key, unchanged_outcome))
                 else:
                     assert layout is not None  # set when the row was prepared
-                    candidates.append((len(outcomes), row, layout, prepared, digest, user_id_of(packed)))
+                    candidates.append((len(outcomes), line, key, layout, prepared, digest, user_id_of(packed)))
                     append_outcome(None)
                 continue
             ident = new_ids.get(key)
             if ident is None:
-                ident = new_ids[key] = self._next_user_id()
+                ident = new_ids[key] = id_pool.pop() if id_pool else self._next_user_id()
             elif key in pending:
                 pending.discard(key)
             else:
                 raise ValueError(f"employee_id {key!r} appears twice among the valid rows (line {line})")
             manager = prepared[manager_at]
-            manager_id = None
-            if manager is not None:
-                manager_id = self.user_id(manager)
+            if manager is None:
+                manager_id = None
+            else:
+                found_manager = existing.get(manager)
+                if found_manager is not None:
+                    manager_id = user_id_of(found_manager)
+                else:
+                    manager_id = new_ids.get(manager) or self.user_id(manager)
                 managers_add(manager_id)
-            new_users.append(
-                (
-                    ident,
-                    client,
-                    key,
-                    *[None if at is None else prepared[at] for at in plain],
-                    manager_id,
-                    digest,
-                    job_id,
-                    now,
-                    now,
-                )
-            )
+            new_users.append(user_row(ident, client, key, prepared, manager_id, digest, job_id, now))
             for at, type_id in group_slots:
                 group = prepared[at]
                 if group is not None:
@@ -452,10 +477,13 @@ class _Run:
         conn.insert("custom_values", ("user_id", "field_id", "value"), custom_values)
         if candidates:
             self._compare(candidates, outcomes)
-        on_outcome = self.on_outcome
-        for outcome in outcomes:
-            assert outcome is not None
-            on_outcome(outcome)
+        if self.on_outcomes is not None:
+            self.on_outcomes(outcomes)  # type: ignore[arg-type]  # every None was replaced by _compare
+        else:
+            on_outcome = self.on_outcome
+            for outcome in outcomes:
+                assert outcome is not None
+                on_outcome(outcome)
 
     def _compare(
         self,
@@ -492,7 +520,7 @@ class _Run:
         set_custom: list[tuple[int, int, str]] = []
         drop_custom: list[tuple[int, int]] = []
         changed_rows: list[tuple[Any, ...]] = []
-        for position, row, layout, prepared, digest, user_id in candidates:
+        for position, line, key, layout, prepared, digest, user_id in candidates:
             values = prepared[: layout.manager_at]
             manager = prepared[layout.manager_at]
             groups = prepared[layout.groups_at : layout.custom_at]
@@ -548,14 +576,14 @@ class _Run:
                     self.counts.reactivated += 1
                 else:
                     self.counts.updated += 1
-                changed_rows.append((row.line, row.key, outcome.value))
+                changed_rows.append((line, key, outcome.value))
             else:
                 # Same values under another digest (a new template, or a user written by something else):
                 # only the bookkeeping digest is refreshed; updated_at and the history stay as they are.
                 outcome = Outcome.UNCHANGED
                 self.counts.unchanged += 1
                 rehash.append((digest, user_id))
-            outcomes[position] = RowOutcome(row.line, row.key, outcome)
+            outcomes[position] = RowOutcome(line, key, outcome)
         if new_groups:
             conn.insert("user_groups", ("id", "group_type_id", "name"), new_groups)
         for changed_columns, rows in updates.items():

@@ -26,7 +26,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-from collections.abc import Callable, Container, Generator, Iterator
+import os
+from collections.abc import Callable, Container, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from hashlib import blake2b
@@ -105,6 +106,8 @@ class UserFile:
     missing_columns: list[str]
     template: TemplateConfig = field(repr=False)
     header_line: int = 1
+    signature: tuple[int, int] = (0, 0)
+    """The file's size and modification time when it was opened: ``FingerprintedRecords`` checks it is unchanged."""
     columns: dict[str, int] = field(default_factory=dict)
     """Each template name present (column header, group type or custom field, as the template spells it) -> the
     index of its column in the file."""
@@ -297,20 +300,30 @@ class FingerprintedRecords:
                     continue
                 if len(cells) != width:
                     if len(cells) > width:
-                        raise InputFileError(_CHANGED)
+                        raise InputFileError(FILE_CHANGED)
                     cells.extend([""] * (width - len(cells)))
                 key = cells[key_index].strip()
                 if key:  # else a blank record: a record with values and no key is rejected, its line skipped
                     yield line, key, blake2b(text(cells).encode(), digest_size=8, person=person).digest(), cells
+        if _signature(self.user_file.path) != self.user_file.signature:
+            raise InputFileError(FILE_CHANGED)
+
+    def values(self, items: Sequence[str]) -> Callable[[int, list[str]], tuple[Any, ...] | None]:
+        """A function of (line, cells) that returns, for a good record, the tuple of the values ``items`` name, as
+        ``convert`` would give them, in that order, without making the UserRow (None for a record that is not
+        good). Items: ``field:<LMS field>`` (dates as ISO 8601 text; ``field:username`` falls back to the email,
+        ``field:status`` to active, like the applier's), ``group:<group type>``, ``custom:<custom field>``; any
+        other item, or a column the file lacks, gives None."""
+        return self._plan.compile(values=items)
 
     def convert(self, line: int, cells: list[str]) -> UserRow:
         row = self._convert(line, cells)
         if row is None:
-            raise InputFileError(_CHANGED)
+            raise InputFileError(FILE_CHANGED)
         return row
 
 
-_CHANGED = "the file changed while it was being imported: a row that was valid no longer is"
+FILE_CHANGED = "the file changed while it was being imported: a row that was valid no longer is"
 
 
 class _Plan:
@@ -371,18 +384,23 @@ class _Plan:
         cache[text] = parsed
         return parsed
 
-    def compile(self, *, links_only: bool = False) -> Callable[[int, list[str]], Any]:
+    def compile(
+        self, *, links_only: bool = False, values: Sequence[str] | None = None
+    ) -> Callable[[int, list[str]], Any]:
         """The fast path for this header (see the class docstring): a function of (line, cells) that returns the
-        UserRow of a good record, or with ``links_only`` just its ``(key, manager_id)``; None at the first doubt."""
+        UserRow of a good record, or with ``links_only`` just its ``(key, manager_id)``, or with ``values`` the
+        tuple ``FingerprintedRecords.values`` describes; None at the first doubt."""
         lines = ["def fast(line, cells):"]
         checks = ["key"]
         fields = []
+        expressions: dict[str, str] = {}  # "field:first_name" -> the expression of its value
         required = {index for index, _, _ in self.required}
         manager = "None"
         for index, target in self.text:
             if target == self.key_field:
                 lines.append(f"    key = cells[{index}].strip()")
                 fields.append(f"{target!r}: key")
+                expressions[f"field:{target}"] = "key"
                 continue
             if links_only and target not in ("email", "manager_id"):
                 if index in required:  # only whether there is a value
@@ -390,9 +408,10 @@ class _Plan:
                 continue
             lines.append(f"    v{index} = cells[{index}].strip() or None")
             fields.append(f"{target!r}: v{index}")
+            expressions[f"field:{target}"] = f"v{index}"
             if target == "manager_id":
                 manager = f"v{index}"
-            if target == "email":
+            if target == "email" and values is None:  # values: checked by pass 1 (the file is the same: its stat)
                 test = f"is_email(v{index})"
                 checks.append(
                     f"v{index} is not None and {test}" if index in required else f"(v{index} is None or {test})"
@@ -404,11 +423,17 @@ class _Plan:
             lines.append(f"    status = STATUS.get(cells[{index}].strip())")
             checks.append("status is not None")
             fields.append("'status': status")
+            expressions["field:status"] = "status"
         for index, target, _ in self.dates:
             lines.append(f"    t{index} = cells[{index}].strip()")
             lines.append(f"    d{index} = (dates_get(t{index}) or parse_date(t{index})) if t{index} else None")
             checks.append(f"d{index} is not None" if index in required else f"(d{index} is not None or not t{index})")
             fields.append(f"{target!r}: d{index}")
+            expressions[f"field:{target}"] = f"(None if d{index} is None else d{index}.isoformat())"
+        for index, name in self.groups:
+            expressions[f"group:{name}"] = f"(cells[{index}].strip() or None)"
+        for index, name in self.custom:
+            expressions[f"custom:{name}"] = f"(cells[{index}].strip() or None)"
         groups = ", ".join(f"{name!r}: cells[{index}].strip() or None" for index, name in self.groups)
         custom = ", ".join(f"{name!r}: cells[{index}].strip() or None" for index, name in self.custom)
         lines.append(f"    if {' and '.join(checks)}:")
@@ -416,6 +441,14 @@ class _Plan:
             if manager != "None":
                 manager = f"({manager} if {manager} is None else intern({manager}, {manager}))"
             lines.append(f"        return key, {manager}")
+        elif values is not None:
+            email = expressions.get("field:email", "None")
+            if "field:username" in expressions and email != "None":
+                username = expressions["field:username"]
+                expressions["field:username"] = f"({username} if {username} is not None else {email})"
+            expressions.setdefault("field:username", email)
+            expressions.setdefault("field:status", "'active'")
+            lines.append(f"        return ({''.join(expressions.get(item, 'None') + ', ' for item in values)})")
         else:
             lines.append(f"        return UserRow(line, key, {{{', '.join(fields)}}}, {{{groups}}}, {{{custom}}})")
         lines.append("    return None")
@@ -510,6 +543,7 @@ def open_user_file(path: Path, template: TemplateConfig) -> UserFile:
     endings; read and match the header. Raises InputFileError, with a message for the client, for an empty file, a
     header-only file, a missing required column, or a file that is not CSV (an .xlsx renamed .csv, binary)."""
     path = Path(path)
+    signature = _signature(path)
     try:
         with open(path, "rb") as stream:
             head = stream.read(SNIFF_BYTES)
@@ -529,12 +563,21 @@ def open_user_file(path: Path, template: TemplateConfig) -> UserFile:
     if encoding == "cp1252" and header[0].startswith("\u00ef\u00bb\u00bf"):  # a BOM, then bytes that are not UTF-8
         header[0] = header[0][3:].strip()
     user_file = _match_header(path, encoding, delimiter, header, header_line, template)
+    user_file.signature = signature
     if not _has_data(user_file):
         raise InputFileError(
             "the file has a header but no data rows: there is nothing to import (a full file with no users would "
             "suspend everyone, so it is refused)"
         )
     return user_file
+
+
+def _signature(path: Path) -> tuple[int, int]:
+    try:
+        status = os.stat(path)
+    except OSError as exc:
+        raise InputFileError(f"the file cannot be read: {exc.strerror}") from exc
+    return status.st_size, status.st_mtime_ns
 
 
 def _has_data(user_file: UserFile) -> bool:

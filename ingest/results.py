@@ -31,9 +31,11 @@ import csv
 import itertools
 import os
 import uuid
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -154,6 +156,9 @@ def _publish(temp: Path, target_dir: Path, upload_name: str, when: datetime) -> 
     return publish(temp, (target_dir / result_name(upload_name, when, attempt) for attempt in itertools.count(1)))
 
 
+_LINE = itemgetter(0)
+
+
 class ResultMerger:
     """Puts validation errors (sorted by line) and the applier's outcomes (file order) into one line order.
 
@@ -165,6 +170,7 @@ class ResultMerger:
         self._writer = writer
         assert writer._writer is not None, "open the ResultWriter first"
         self._writerow = writer._writer.writerow
+        self._writerows = writer._writer.writerows
         self._errors: Iterator[RowError] = iter(errors)
         self._pending: RowError | None = next(self._errors, None)
         self.error_rows = 0
@@ -178,6 +184,24 @@ class ResultMerger:
         self._writerow(
             ("" if line is None else line, "'" + key if key[:1] in UNSAFE_FIRST else key, what, excel_safe(reason))
         )
+
+    def outcomes(self, batch: list[RowOutcome]) -> None:
+        """``outcome`` for each of ``batch`` (rows of the file, in line order), written a run at a time: the rows up
+        to the next error line with one ``writerows``."""
+        start, end = 0, len(batch)
+        while start < end:
+            pending = self._pending
+            stop = end if pending is None else bisect_left(batch, pending.line, start, end, key=_LINE)
+            if stop > start:
+                self._writerows(
+                    [
+                        (line, "'" + key if key[:1] in UNSAFE_FIRST else key, what, reason and excel_safe(reason))
+                        for line, key, what, reason in itertools.islice(batch, start, stop)
+                    ]
+                )
+                start = stop
+            if start < end:
+                self.flush_errors(before=batch[start].line)
 
     def flush_errors(self, before: int | None = None) -> None:
         """Write every error row of lines before ``before`` (all of them when None)."""

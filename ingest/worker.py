@@ -174,7 +174,16 @@ def run_pipeline(
         merger.close()
         return Summary(JobStatus.HELD, f"{hold} {release_hint}", rows_total=total, errors=errors)
     step = (lambda done: progress(done, total)) if progress else None
-    counts = store.apply(client, template, validation, job_id, merger.outcome, dry_run=dry_run, progress=step)
+    counts = store.apply(
+        client,
+        template,
+        validation,
+        job_id,
+        merger.outcome,
+        dry_run=dry_run,
+        progress=step,
+        on_outcomes=merger.outcomes,
+    )
     merger.close()
     note = "released by an operator past the safety hold" if hold and released else ""
     if dry_run:

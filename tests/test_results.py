@@ -184,3 +184,34 @@ def test_a_million_rows_stream_without_holding_them(tmp_path: Path) -> None:
     with open(path, encoding="utf-8-sig", newline="") as handle:
         lines = [int(row[0]) for row in csv.reader(handle) if row[0].isdigit()]
     assert lines == list(range(2, 1_000_002))
+
+
+def test_outcomes_a_batch_at_a_time_write_what_one_at_a_time_writes(tmp_path: Path) -> None:
+    """The applier hands over a batch of outcomes at once; errors between them still come in line order."""
+    errors = [RowError(3, "Email", "missing", "E3"), RowError(7, None, "row has 12 cells"), RowError(12, "Email", "x")]
+    outcomes = [
+        RowOutcome(line, key, what, reason)
+        for line, key, what, reason in [
+            (2, "E2", Outcome.CREATED, ""),
+            (4, "=cmd", Outcome.UPDATED, "last_name"),
+            (5, "E5", Outcome.UNCHANGED, ""),
+            (6, "E6", Outcome.CREATED, "+risky reason"),
+            (8, "E8", Outcome.UNCHANGED, ""),
+            (9, "E9", Outcome.REACTIVATED, ""),
+        ]
+    ]
+    written = []
+    for folder, batches in (("one", [[o] for o in outcomes]), ("batches", [outcomes[:3], outcomes[3:]])):
+        with ResultWriter(tmp_path / folder, "acme_users.csv", WHEN) as writer:
+            merger = ResultMerger(writer, errors)
+            for batch in batches:
+                if folder == "one":
+                    merger.outcome(batch[0])
+                else:
+                    merger.outcomes(batch)
+            merger.close()
+            written.append(read(writer.finish(Summary("applied"))))
+    assert written[0] == written[1]
+    assert [row[0] for row in written[1][1:-1]] == ["2", "3", "4", "5", "6", "7", "8", "9", "12"]
+    assert written[1][3][1:3] == ["'=cmd", "updated"]
+    assert written[1][5][3] == "'+risky reason"
