@@ -201,7 +201,7 @@ class ResultMerger:
                 )
                 start = stop
             if start < end:
-                self.flush_errors(before=batch[start].line)
+                self.flush_errors(before=batch[start][0])
 
     def flush_errors(self, before: int | None = None) -> None:
         """Write every error row of lines before ``before`` (all of them when None)."""
