@@ -218,6 +218,7 @@ class _QuoteFreeReader:
 
     def __init__(self, stream: io.TextIOWrapper, delimiter: str) -> None:
         self.line_num = 0
+        self.stream = stream  # after the records read so far (FingerprintedRecords reads the lines themselves)
         self._records = self._split(stream, delimiter)
 
     def _split(self, stream: io.TextIOWrapper, delimiter: str) -> Iterator[list[str]]:
@@ -266,7 +267,9 @@ class FingerprintedRecords:
 
     ``digest`` is 64 bits of BLAKE2b over the cells the template reads, as written, personalized with how the file's
     columns map onto the template (and this reader's rules): equal digests mean equal cells under the same reading,
-    hence equal values. A user whose stored digest equals the record's is unchanged, and costs no conversion.
+    hence equal values. A user whose stored digest equals the record's is unchanged, and costs no conversion. In a
+    file without quotes whose every column the template reads, the digest is of the line itself, which is then not
+    even split: ``cells`` is the line's text, which ``convert`` and ``values`` accept as well.
     """
 
     def __init__(self, user_file: UserFile, skip: Container[int]) -> None:
@@ -288,12 +291,15 @@ class FingerprintedRecords:
         reading = ("reader-v1", [(i, user_file.header[i]) for i in used], user_file.columns, mapping)
         self.person = blake2b(repr(reading).encode(), digest_size=16).digest()
         self._text: Callable[[list[str]], str] = "\x1f".join  # every cell is read: the same text, without a call
+        self._whole_lines = not user_file.quoted and used == list(range(self._plan.width))
+        if self._whole_lines:
+            self.person = blake2b(repr(("lines-v1", *reading[1:])).encode(), digest_size=16).digest()
         if used != list(range(self._plan.width)):
             namespace: dict[str, Any] = {}
             exec(f"def cells_text(cells): return '\\x1f'.join(({''.join(f'cells[{i}], ' for i in used)}))", namespace)
             self._text = namespace["cells_text"]
 
-    def __iter__(self) -> Iterator[tuple[int, str, bytes, list[str]]]:
+    def __iter__(self) -> Iterator[tuple[int, str, bytes, Any]]:
         skip, width, key_index, text, person = (
             self.skip,
             self._plan.width,
@@ -303,18 +309,29 @@ class FingerprintedRecords:
         )
         with self.user_file._reader() as reader:
             line_count = reader.line_num
-            for cells in reader:
-                line = line_count + 1
-                line_count = reader.line_num
-                if line in skip:
-                    continue
-                if len(cells) != width:
-                    if len(cells) > width:
-                        raise InputFileError(FILE_CHANGED)
-                    cells.extend([""] * (width - len(cells)))
-                key = cells[key_index].strip()
-                if key:  # else a blank record: a record with values and no key is rejected, its line skipped
-                    yield line, key, blake2b(text(cells).encode(), digest_size=8, person=person).digest(), cells
+            if self._whole_lines:
+                delimiter, after_key = self.user_file.delimiter, key_index + 1
+                for line, whole in enumerate(reader.stream, line_count + 1):
+                    if line in skip:
+                        continue
+                    whole = whole.rstrip("\r\n")
+                    parts = whole.split(delimiter, after_key)
+                    key = parts[key_index].strip() if len(parts) > key_index else ""
+                    if key:  # as below
+                        yield line, key, blake2b(whole.encode(), digest_size=8, person=person).digest(), whole
+            else:
+                for cells in reader:
+                    line = line_count + 1
+                    line_count = reader.line_num
+                    if line in skip:
+                        continue
+                    if len(cells) != width:
+                        if len(cells) > width:
+                            raise InputFileError(FILE_CHANGED)
+                        cells.extend([""] * (width - len(cells)))
+                    key = cells[key_index].strip()
+                    if key:  # else a blank record: a record with values and no key is rejected, its line skipped
+                        yield line, key, blake2b(text(cells).encode(), digest_size=8, person=person).digest(), cells
         if _signature(self.user_file.path) != self.user_file.signature:
             raise InputFileError(FILE_CHANGED)
 
@@ -324,10 +341,23 @@ class FingerprintedRecords:
         good). Items: ``field:<LMS field>`` (dates as ISO 8601 text; ``field:username`` falls back to the email,
         ``field:status`` to active, like the applier's), ``group:<group type>``, ``custom:<custom field>``; any
         other item, or a column the file lacks, gives None."""
-        return self._plan.compile(values=items)
+        compiled = self._plan.compile(values=items)
+        if not self._whole_lines:
+            return compiled
+        cells_of = self._cells
+        return lambda line, whole: compiled(line, cells_of(whole))
 
-    def convert(self, line: int, cells: list[str]) -> UserRow:
-        row = self._convert(line, cells)
+    def _cells(self, record: list[str] | str) -> list[str]:
+        """The cells of a record iteration yielded: its cells, or a whole line to split."""
+        if not isinstance(record, str):
+            return record
+        cells = record.split(self.user_file.delimiter)
+        if len(cells) < self._plan.width:
+            cells.extend([""] * (self._plan.width - len(cells)))
+        return cells
+
+    def convert(self, line: int, cells: list[str] | str) -> UserRow:
+        row = self._convert(line, self._cells(cells))
         if row is None:
             raise InputFileError(FILE_CHANGED)
         return row

@@ -173,3 +173,27 @@ def test_a_file_changed_between_validation_and_apply_is_refused_and_nothing_appl
     with pytest.raises(InputFileError, match="changed while it was being imported"):
         store.apply("acme", template, validation, None, lambda _: None)
     assert first_names(database) == {}
+
+
+@pytest.mark.parametrize(
+    ("header", "rows"),
+    [
+        (HEADER, [row("E1", first='"Ann, Jr"'), row("E2")]),  # quotes: the csv module's cells are digested
+        (HEADER + ",Badge", [row("E1") + ",B1", row("E2") + ",B2"]),  # a column the template ignores: its cells
+        (HEADER, [row("E1"), row("E2")]),  # neither: the lines themselves
+    ],
+)
+def test_every_way_of_reading_a_file_knows_an_unchanged_user_and_a_changed_one(
+    tmp_path: Path, database: Database, template: TemplateConfig, header: str, rows: list[str]
+) -> None:
+    store = UserStore(database)
+    path = tmp_path / "acme_users.csv"
+    path.write_text("\r\n".join([header, *rows]) + "\r\n", encoding="utf-8")
+    counts, _ = import_file(store, template, path)
+    assert counts.created == 2
+    counts, _ = import_file(store, template, path)
+    assert (counts.unchanged, counts.updated) == (2, 0)
+    path.write_text("\r\n".join([header, rows[0], rows[1].replace("Ann", "Bea")]) + "\r\n", encoding="utf-8")
+    counts, _ = import_file(store, template, path)
+    assert (counts.unchanged, counts.updated) == (1, 1)
+    assert first_names(database) == {"E1": "Ann, Jr" if '"' in rows[0] else "Ann", "E2": "Bea"}
