@@ -91,6 +91,16 @@ class Plan:
         self.date_format = template.date_format
         self.date_help = human_date_format(template.date_format)
         self.date_cache: dict[str, date | None] = {}
+        self.iso_cache: dict[str, str | None] = {}
+
+    def iso_date(self, text: str) -> str | None:
+        """``parse_date`` as ISO 8601 text (remembered)."""
+        parsed = self.parse_date(text)
+        iso = None if parsed is None else parsed.isoformat()
+        if len(self.iso_cache) >= _DATE_CACHE_LIMIT:
+            self.iso_cache.clear()
+        self.iso_cache[text] = iso
+        return iso
 
     def parse_date(self, text: str) -> date | None:
         """The date written as ``text`` in the template's format, or None when it is not one (remembered)."""
@@ -109,12 +119,15 @@ class Plan:
         return parsed
 
     def compile(
-        self, *, links_only: bool = False, values: Sequence[str] | None = None
-    ) -> Callable[[int, list[str]], Any]:
+        self, *, links_only: bool = False, values: Sequence[str] | None = None, split: bool = False
+    ) -> Callable[[int, Any], Any]:
         """The fast path for this header (see the class docstring): a function of (line, cells) that returns the
         UserRow of a good record, or with ``links_only`` just its ``(key, manager_id)``, or with ``values`` the
         tuple ``FingerprintedRecords.values`` describes; None at the first doubt."""
         lines = ["def fast(line, cells):"]
+        if split:  # given a whole line of a file without quotes (ingest.reader.FingerprintedRecords)
+            lines.append(f"    cells = cells.split({self.delimiter!r})")
+            lines.append(f"    if len(cells) < {self.width}: cells.extend([''] * ({self.width} - len(cells)))")
         checks = ["key"]
         fields = []
         expressions: dict[str, str] = {}  # "field:first_name" -> the expression of its value
@@ -150,8 +163,12 @@ class Plan:
             expressions["field:status"] = "status"
         for index, target, _ in self.dates:
             lines.append(f"    t{index} = cells[{index}].strip()")
-            lines.append(f"    d{index} = (dates_get(t{index}) or parse_date(t{index})) if t{index} else None")
             checks.append(f"d{index} is not None" if index in required else f"(d{index} is not None or not t{index})")
+            if values is not None:  # the ISO text is what is written: remembered per text, as the dates are
+                lines.append(f"    d{index} = (isos_get(t{index}) or iso_date(t{index})) if t{index} else None")
+                expressions[f"field:{target}"] = f"d{index}"
+                continue
+            lines.append(f"    d{index} = (dates_get(t{index}) or parse_date(t{index})) if t{index} else None")
             fields.append(f"{target!r}: d{index}")
             expressions[f"field:{target}"] = f"(None if d{index} is None else d{index}.isoformat())"
         for index, name in self.groups:
@@ -181,6 +198,8 @@ class Plan:
             "STATUS": _STATUS_SPELLINGS,
             "is_email": is_email,
             "dates_get": self.date_cache.get,
+            "isos_get": self.iso_cache.get,
+            "iso_date": self.iso_date,
             "parse_date": self.parse_date,
             "intern": {}.setdefault,
         }

@@ -341,11 +341,7 @@ class FingerprintedRecords:
         good). Items: ``field:<LMS field>`` (dates as ISO 8601 text; ``field:username`` falls back to the email,
         ``field:status`` to active, like the applier's), ``group:<group type>``, ``custom:<custom field>``; any
         other item, or a column the file lacks, gives None."""
-        compiled = self._plan.compile(values=items)
-        if not self._whole_lines:
-            return compiled
-        cells_of = self._cells
-        return lambda line, whole: compiled(line, cells_of(whole))
+        return self._plan.compile(values=items, split=self._whole_lines)
 
     def _cells(self, record: list[str] | str) -> list[str]:
         """The cells of a record iteration yielded: its cells, or a whole line to split."""

@@ -44,6 +44,9 @@ class Validation:
     """Lines (where each rejected record starts) of the records that must not be applied."""
     keys_in_file: frozenset[str]
     """Keys of every record, rejected ones included (a full file never suspends a user whose row was rejected)."""
+    manager_keys: frozenset[str | None] | None = None
+    """The keys the good records name as their manager (a superset: some of those records may be rejected later);
+    the applier keeps the ids of only these among the users it creates. None: any key may be."""
     source: UserFile | None = field(default=None, repr=False)
     """The file that ``valid_rows`` reads again."""
 
@@ -99,6 +102,7 @@ def validate(
     if len(links) + len(bad_keys) - overlap != scan.good + keyed_bad:
         duplicates = user_file.duplicate_keys()
     keys_in_file = frozenset(links).union(bad_keys) if bad_keys else frozenset(links)
+    manager_keys = frozenset(links.values())  # None among them: harmless
     rules = _CrossRowRules(user_file, links, store_managers, allow_unknown_managers)
     rules.run(duplicates, bad_keys)
     if rules.pending or duplicates:
@@ -109,6 +113,7 @@ def validate(
         errors=errors,
         bad_lines=frozenset(bad_lines),
         keys_in_file=keys_in_file,
+        manager_keys=manager_keys,
         source=user_file,
     )
 

@@ -10,6 +10,7 @@ import pytest
 from conftest import template as template_dict
 from sqlalchemy import text
 
+import ingest.apply
 import ingest.snapshot
 from core.config import TemplateConfig
 from core.db import Database
@@ -197,3 +198,21 @@ def test_every_way_of_reading_a_file_knows_an_unchanged_user_and_a_changed_one(
     counts, _ = import_file(store, template, path)
     assert (counts.unchanged, counts.updated) == (1, 1)
     assert first_names(database) == {"E1": "Ann, Jr" if '"' in rows[0] else "Ann", "E2": "Bea"}
+
+
+def test_a_file_of_many_new_users_is_written_by_the_writer_thread_with_the_same_outcome(
+    tmp_path: Path, database: Database, template: TemplateConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest.apply, "WRITER_FROM", 2)  # any file of two new users or more
+    store = UserStore(database, batch_size=3)
+    rows = [row(f"E{i}", manager="E0" if i else "") for i in range(8)]
+    counts, _ = import_file(store, template, write(tmp_path / "acme_users.csv", *rows))
+    assert counts.created == 8
+    counts, _ = import_file(store, template, write(tmp_path / "acme_users.csv", *rows[:7], row("E7", first="Bea")))
+    assert (counts.unchanged, counts.updated) == (7, 1)
+    with database.engine.connect() as connection:
+        managed = connection.execute(
+            text("SELECT count(*) FROM users u JOIN users m ON m.id = u.manager_id WHERE m.employee_id = 'E0'")
+        ).scalar_one()
+        members = connection.execute(text("SELECT count(*) FROM memberships")).scalar_one()
+    assert (managed, members) == (6, 16)  # E7 no longer names a manager
