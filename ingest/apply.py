@@ -192,6 +192,7 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
+STATISTICS_FROM = 10_000  # new users after which the planner's statistics are refreshed (ingest.store_sql)
 WRITER_FROM = 50_000  # new users a file must bring before SQLite's writes go to a thread of their own
 
 
@@ -308,6 +309,8 @@ class UserStore:
                 conn.rollback()
             else:
                 conn.commit()
+                if run.counts.created >= STATISTICS_FROM:
+                    conn.refresh_statistics(("users", "memberships", "custom_values"))
             return run.counts
         except BaseException:
             conn.rollback()

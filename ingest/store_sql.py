@@ -128,6 +128,9 @@ class StoreConnection:
         """``count`` fresh primary keys for ``table``, unique for the life of the transaction."""
         raise NotImplementedError
 
+    def refresh_statistics(self, tables: Sequence[str]) -> None:
+        """After the commit of a large change: let the query planner see the tables' new sizes (PostgreSQL)."""
+
     def check_references(self, referenced: Callable[[], Mapping[str, Collection[int]]]) -> None:
         """Verify that the ids ``referenced()`` lists (table -> ids the written rows point to) exist, where the
         database did not check them row by row (SQLite never does here: see SqliteConnection.begin)."""
@@ -408,6 +411,13 @@ class PostgresConnection(StoreConnection):
                 raise psycopg.errors.ForeignKeyViolation(
                     f"{len(wanted) - found} of the {table} rows this file refers to do not exist"
                 )
+
+    def refresh_statistics(self, tables: Sequence[str]) -> None:
+        # Autovacuum analyzes a table a minute or so after a large change; an import that follows sooner would
+        # be planned as if the table were as small as before (a million new users: its reads by user id scan all
+        # three million memberships, 120 ms a chunk, instead of using the primary key).
+        self.raw.execute(f"ANALYZE {', '.join(tables)}")
+        self.raw.commit()
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
