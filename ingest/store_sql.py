@@ -260,6 +260,9 @@ class SqliteConnection(StoreConnection):
         self.max_params = min(MAX_PARAMS, self.raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
         self._writer: _Writer | None = None
         self._in_transaction = False
+        # Inserted rows short of a full statement, per statement head: they wait for the next batch's rows of the
+        # same table (fewer, fuller statements), and are written before anything else runs (_flush).
+        self._short: dict[tuple[str, int], list[Sequence[Any]]] = {}
 
     # --- the writer thread ---------------------------------------------------------------------------------------
 
@@ -275,7 +278,13 @@ class SqliteConnection(StoreConnection):
         else:
             run(self.cursor, statement, params, mode)
 
+    def _flush(self) -> None:
+        short, self._short = self._short, {}
+        for (head, width), rows in short.items():
+            self._values(head, width, rows)
+
     def _drain(self) -> None:
+        self._flush()
         if self._writer is not None:
             self._writer.drain()
 
@@ -312,6 +321,7 @@ class SqliteConnection(StoreConnection):
         self._reset()
 
     def rollback(self) -> None:
+        self._short = {}
         self._stop_writer(cancel=True)  # its error, if any, was raised already or is moot now
         super().rollback()
         self._reset()
@@ -334,6 +344,7 @@ class SqliteConnection(StoreConnection):
 
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
+            self._flush()
             self._write(statement, rows, "many")
 
     def _values(self, head: str, width: int, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
@@ -344,13 +355,24 @@ class SqliteConnection(StoreConnection):
             self._write(values_statement(head, width, count, tail), part, "flat")
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
-            self._values(f"INSERT INTO {table} ({', '.join(columns)})", len(columns), rows)
+        if not rows:
+            return
+        head, width = f"INSERT INTO {table} ({', '.join(columns)})", len(columns)
+        waiting = self._short.pop((head, width), None)
+        if waiting:
+            rows = [*waiting, *rows]
+        full = max(1, self.max_params // width)
+        whole = len(rows) - len(rows) % full
+        if whole:
+            self._values(head, width, rows[:whole] if whole < len(rows) else rows)
+        if whole < len(rows):
+            self._short[head, width] = list(rows[whole:])
 
     def upsert_pairs(self, table: str, columns: tuple[str, str, str], rows: Sequence[Sequence[Any]]) -> None:
         # Rows of one statement are inserted in order, so a pair given twice ends with its last value, as with
         # executemany.
         if rows:
+            self._flush()
             a, b, c = columns
             tail = f" ON CONFLICT ({a}, {b}) DO UPDATE SET {c} = excluded.{c}"
             self._values(f"INSERT INTO {table} ({a}, {b}, {c})", 3, rows, tail)

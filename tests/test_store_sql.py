@@ -242,9 +242,36 @@ def test_a_connection_bound_to_its_thread_writes_inline(tmp_path: Path) -> None:
     try:
         conn.begin()
         conn.insert("users", USER_INSERT_COLUMNS, [user_row(conn, i) for i in range(1, 101)])
+        assert conn.fetchall("SELECT count(*) FROM users") == [(100,)]  # written (the short statement waited)
         assert isinstance(conn, SqliteConnection) and not conn.background
-        assert conn.fetchall("SELECT count(*) FROM users") == [(100,)]
         conn.commit()
     finally:
         conn.close()
         engine.dispose()
+
+
+def test_inserted_rows_short_of_a_statement_wait_for_more_and_are_written_before_anything_else(
+    tmp_path: Path,
+) -> None:
+    """Batches of the applier rarely fill whole statements: the rest waits for the next batch of the same table,
+    and is written before any read, update or commit, so nothing ever sees the table without it."""
+    url = f"sqlite:///{tmp_path / 'short.db'}"
+    database = Database("test", url)
+    database.upgrade()
+    conn = store_connection(database.engine)
+    try:
+        assert isinstance(conn, SqliteConnection)
+        conn.max_params = 17 * 4  # four users a statement
+        conn.begin()
+        conn.insert("users", USER_INSERT_COLUMNS, [user_row(conn, i) for i in range(1, 7)])  # one statement, 2 wait
+        conn.insert("users", USER_INSERT_COLUMNS, [user_row(conn, i) for i in range(7, 9)])  # 2 + 2: one statement
+        conn.insert("users", USER_INSERT_COLUMNS, [user_row(conn, 9)])  # waits
+        conn.executemany("UPDATE users SET first_name = ? WHERE id = ?", [("Nine", 9)])  # ...not past this
+        assert conn.fetchall("SELECT count(*), max(first_name) FROM users") == [(9, "Nine")]
+        conn.insert("users", USER_INSERT_COLUMNS, [user_row(conn, 10)])
+        conn.commit()
+    finally:
+        conn.close()
+    with database.engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM users")).scalar_one() == 10
+    database.dispose()
