@@ -44,7 +44,6 @@ from ingest.store_sql import (
     DATE_COLUMNS,
     OUTCOME_COLUMNS,
     PLAIN_COLUMNS,
-    USER_INSERT_COLUMNS,
     StoreConnection,
     store_connection,
 )
@@ -110,6 +109,7 @@ class _Layout:
         index = {c: i for i, c in enumerate(self.columns)}
         self.plain_positions = tuple(index.get(c) for c in PLAIN_COLUMNS)
         self.adder: Callable[..., Callable[..., None]] | None = None  # compile_adder(), once the ids are known
+        self.user_columns: tuple[str, ...] = ()
         # The shape is part of every digest (as BLAKE2b personalization): a file with other columns makes every
         # user a candidate once.
         shape = (self.columns, self.manager_mapped, self.group_types, self.custom_fields)
@@ -156,14 +156,20 @@ class _Layout:
 
     def compile_adder(self) -> None:
         """``adder(...)`` makes, for one batch, ``add(ident, key, prepared, manager_id, digest)``: the new user's
-        row (USER_INSERT_COLUMNS), memberships and custom values appended to the batch's lists, as straight-line
-        code for this layout (the hot path of a file of new users)."""
-        plain = "".join("None, " if at is None else f"p[{at}], " for at in self.plain_positions)
+        row (``user_columns``), memberships and custom values appended to the batch's lists, as straight-line code
+        for this layout (the hot path of a file of new users)."""
+        present = [
+            (column, at) for column, at in zip(PLAIN_COLUMNS, self.plain_positions, strict=True) if at is not None
+        ]
+        manager = ["manager_id"] if self.manager_mapped else []
+        # What a new user's row says; the rest is the batch's constants (client, job, times) or NULL.
+        self.user_columns = ("id", "employee_id", *(column for column, _ in present), *manager, "row_hash")
+        plain = "".join(f"p[{at}], " for _, at in present)
         lines = [
-            "def adder(users, members, values, groups, new_group, client, job, now):",
+            "def adder(users, members, values, groups, new_group):",
             *(f"    g{i} = groups[{type_id}].get" for i, (_, type_id) in enumerate(self.group_slots)),
             "    def add(ident, key, p, manager, digest):",
-            f"        users((ident, client, key, {plain}manager, digest, job, now, now))",
+            f"        users((ident, key, {plain}{'manager, ' if manager else ''}digest))",
         ]
         for i, (at, type_id) in enumerate(self.group_slots):
             lines.append(f"        v = p[{at}]")
@@ -445,7 +451,7 @@ class _Run:
         if layout is not None:
             prepare, person, manager_at = layout.prepare, layout.person, layout.manager_at
         id_pool, keep = self.id_pool, self.manager_keys
-        new_users: list[tuple[Any, ...]] = []
+        new_users: dict[_Layout, list[tuple[Any, ...]]] = {}  # per layout: its rows have their own columns
         new_groups: list[tuple[int, int, str]] = []
         memberships: list[tuple[int, int, int]] = []
         custom_values: list[tuple[int, int, str]] = []
@@ -455,9 +461,8 @@ class _Run:
 
         def make_adder(layout: _Layout) -> Callable[..., None]:
             assert layout.adder is not None  # compiled by layout_for
-            return layout.adder(
-                new_users.append, memberships.append, custom_values.append, groups_of, new_group, client, job_id, now
-            )
+            users = new_users.setdefault(layout, [])
+            return layout.adder(users.append, memberships.append, custom_values.append, groups_of, new_group)
 
         add: Callable[..., Any] = make_adder(layout) if layout is not None else _no_values
         outcomes: list[tuple[int | None, str, Outcome, str] | None] = []  # RowOutcome's fields: cheaper as tuples
@@ -518,7 +523,9 @@ class _Run:
         self.counts.created += created
         self.counts.unchanged += unchanged
         conn.insert("user_groups", ("id", "group_type_id", "name"), new_groups)
-        conn.insert("users", USER_INSERT_COLUMNS, new_users)
+        constants = {"client": client, "created_job_id": job_id, "created_at": now, "updated_at": now}
+        for users_layout, rows in new_users.items():
+            conn.insert("users", users_layout.user_columns, rows, constants)
         conn.insert("memberships", ("user_id", "group_type_id", "group_id"), memberships)
         conn.insert("custom_values", ("user_id", "field_id", "value"), custom_values)
         if candidates:

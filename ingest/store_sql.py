@@ -106,8 +106,17 @@ class StoreConnection:
         if rows:
             self.cursor.executemany(self.sql(statement), rows)
 
-    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """Insert new rows (ids already assigned)."""
+    def insert(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        constants: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Insert new rows (ids already assigned); ``constants``: columns with the same value in every row."""
+        if constants:
+            columns, extra = (*columns, *constants), tuple(constants.values())
+            rows = [(*row, *extra) for row in rows]
         marks = ", ".join("?" * len(columns))
         self.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
@@ -262,7 +271,7 @@ class SqliteConnection(StoreConnection):
         self._in_transaction = False
         # Inserted rows short of a full statement, per statement head: they wait for the next batch's rows of the
         # same table (fewer, fuller statements), and are written before anything else runs (_flush).
-        self._short: dict[tuple[str, int], list[Sequence[Any]]] = {}
+        self._short: dict[tuple[str, int, str, tuple[Any, ...]], list[Sequence[Any]]] = {}
 
     # --- the writer thread ---------------------------------------------------------------------------------------
 
@@ -280,8 +289,8 @@ class SqliteConnection(StoreConnection):
 
     def _flush(self) -> None:
         short, self._short = self._short, {}
-        for (head, width), rows in short.items():
-            self._values(head, width, rows)
+        for (head, width, tail, prefix), rows in short.items():
+            self._values(head, width, rows, tail, prefix)
 
     def _drain(self) -> None:
         self._flush()
@@ -347,26 +356,42 @@ class SqliteConnection(StoreConnection):
             self._flush()
             self._write(statement, rows, "many")
 
-    def _values(self, head: str, width: int, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
-        """``head VALUES (...), (...) tail`` over ``rows``, as few statements as the parameter limit allows."""
-        full = max(1, self.max_params // width)
+    def _values(
+        self, head: str, width: int, rows: Sequence[Sequence[Any]], tail: str = "", prefix: tuple[Any, ...] = ()
+    ) -> None:
+        """``head VALUES (...), (...) tail`` over ``rows``, as few statements as the parameter limit allows; the
+        ``prefix`` parameters (the head's own) come before the rows' in each."""
+        full = max(1, (self.max_params - len(prefix)) // width)
         for start, count in _pieces(len(rows), full):
             part = rows[start : start + count] if count < len(rows) else rows
-            self._write(values_statement(head, width, count, tail), part, "flat")
+            self._write(values_statement(head, width, count, tail), [prefix, *part] if prefix else part, "flat")
 
-    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def insert(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        constants: Mapping[str, Any] | None = None,
+    ) -> None:
         if not rows:
             return
-        head, width = f"INSERT INTO {table} ({', '.join(columns)})", len(columns)
-        waiting = self._short.pop((head, width), None)
+        width, tail, prefix = len(columns), "", ()
+        head = f"INSERT INTO {table} ({', '.join(columns)})"
+        if constants:  # bound once a statement: INSERT ... SELECT column1, ..., ?, ? FROM (VALUES ...)
+            prefix = tuple(constants.values())
+            picked = ", ".join([*(f"column{i}" for i in range(1, width + 1)), *("?" * len(prefix))])
+            head = f"INSERT INTO {table} ({', '.join([*columns, *constants])}) SELECT {picked} FROM ("
+            tail = ")"
+        key = (head, width, tail, prefix)
+        waiting = self._short.pop(key, None)
         if waiting:
             rows = [*waiting, *rows]
-        full = max(1, self.max_params // width)
+        full = max(1, (self.max_params - len(prefix)) // width)
         whole = len(rows) - len(rows) % full
         if whole:
-            self._values(head, width, rows[:whole] if whole < len(rows) else rows)
+            self._values(head, width, rows[:whole] if whole < len(rows) else rows, tail, prefix)
         if whole < len(rows):
-            self._short[head, width] = list(rows[whole:])
+            self._short[key] = list(rows[whole:])
 
     def upsert_pairs(self, table: str, columns: tuple[str, str, str], rows: Sequence[Sequence[Any]]) -> None:
         # Rows of one statement are inserted in order, so a pair given twice ends with its last value, as with
@@ -441,9 +466,18 @@ class PostgresConnection(StoreConnection):
         self.raw.execute(f"ANALYZE {', '.join(tables)}")
         self.raw.commit()
 
-    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def insert(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        constants: Mapping[str, Any] | None = None,
+    ) -> None:
         if not rows:
             return
+        if constants:
+            columns, extra = (*columns, *constants), tuple(constants.values())
+            rows = [(*row, *extra) for row in rows]
         with self.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
             if len(columns) < COPY_TEXT_MIN_WIDTH:  # psycopg's own (C) row formatting is faster on narrow rows
                 for row in rows:

@@ -275,3 +275,32 @@ def test_inserted_rows_short_of_a_statement_wait_for_more_and_are_written_before
     with database.engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM users")).scalar_one() == 10
     database.dispose()
+
+
+def test_constant_columns_are_bound_once_and_land_in_every_row(conn: StoreConnection, database: Database) -> None:
+    """The applier sends each new user's own values and the batch's constants (client, job, times) apart."""
+    columns = ("id", "employee_id", "first_name", "row_hash")
+    constants = {
+        "client": "acme",
+        "status": "active",
+        "created_job_id": 7,
+        "created_at": conn.time_param(NOW),
+        "updated_at": conn.time_param(NOW),
+    }
+    rows = [(i, f"E{i:06d}", AWKWARD[i % len(AWKWARD)], i.to_bytes(8, "big")) for i in range(1, 9001)]
+    conn.begin()
+    conn.insert("users", columns, rows[:5000], constants)  # statement edges, and rows left to wait for more
+    conn.insert("users", columns, rows[5000:], constants)
+    conn.commit()
+    stored = stored_users(database)
+    assert len(stored) == 9000
+    for i in (1, 4999, 5000, 5001, 9000):
+        user = stored[i]
+        assert (user.employee_id, user.first_name, user.client, user.created_job_id) == (
+            f"E{i:06d}",
+            AWKWARD[i % len(AWKWARD)],
+            "acme",
+            7,
+        )
+        assert user.created_at.replace(tzinfo=UTC) == NOW and user.updated_at.replace(tzinfo=UTC) == NOW
+        assert user.row_hash == i.to_bytes(8, "big") and user.status == "active"
