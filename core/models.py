@@ -92,9 +92,10 @@ class UserStatus(enum.StrEnum):
 class User(Base):
     """One LMS user of one client, keyed by ``employee_id`` within the client.
 
-    ``row_hash`` is a 64-bit digest of the values the last import wrote (the template's fields, groups and custom
-    values, see ingest.apply): a re-import compares it before anything else, so an unchanged user costs one dict
-    lookup. Anything else that edits a user must set it to NULL (the next import then compares field by field).
+    ``row_hash`` is a 64-bit digest of what the last import wrote for the user: the record's cells as the file wrote
+    them, with how its columns map onto the template (see ingest.reader.FingerprintedRecords and ingest.apply). A
+    re-import compares it before anything else, so an unchanged user costs one dict lookup. Anything else that edits a
+    user must set it to NULL (the next import then compares field by field).
     """
 
     __tablename__ = "users"
