@@ -255,6 +255,14 @@ def _source(where: Environment, job: ImportJob) -> Path | None:
     return None
 
 
+def _remove_stale_results(where: Environment, client: str, spool: Path) -> None:
+    """Result files half-written in the client's spool by an importer that was killed (kill -9, power loss). Only one
+    job of a client runs at a time (ingest.jobs.claim), so while this one starts, no other is writing there."""
+    for stale in spool.glob("*.results.tmp"):
+        stale.unlink(missing_ok=True)
+        event(log, "import_stale_result_removed", env=where.env, client=client, file=stale.name)
+
+
 def process(where: Environment, job: ImportJob, node: str, *, progress: Progress | None = None) -> JobReport:
     """Run a claimed job to its final status; write its result file, archive its file, release its upload entry."""
     started = time.monotonic()
@@ -270,6 +278,7 @@ def process(where: Environment, job: ImportJob, node: str, *, progress: Progress
     beat.start()
     result_path: Path | None = None
     results, temp = layout.results_dir(where.env, job.client), layout.spool_dir(where.env, job.client)
+    _remove_stale_results(where, job.client, temp)
     try:
         source = _source(where, job)
         summary: Summary | None = None

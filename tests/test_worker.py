@@ -205,6 +205,24 @@ def test_an_applied_job_leaves_users_a_result_file_an_archive_and_no_upload_entr
     assert stored.sha256 is not None and len(stored.sha256) == 64
 
 
+def test_a_result_file_left_half_written_by_a_killed_importer_is_removed_by_the_next_job(where: Environment) -> None:
+    spool = where.layout.spool_dir("sandbox", "acme")
+    spool.mkdir(parents=True, exist_ok=True)
+    stale = spool / "0123456789abcdef.results.tmp"  # what ResultWriter leaves when its process is killed
+    stale.write_text("line,key,outcome,reason\r\n2,000001,created,\r\n", encoding="utf-8")
+    other = where.layout.spool_dir("sandbox", "globex") / "fedcba9876543210.results.tmp"
+    other.parent.mkdir(parents=True, exist_ok=True)
+    other.write_text("another client's importer may be writing this", encoding="utf-8")
+    upload(where, users_csv(3))
+
+    [report] = run_all(where)
+
+    assert report.status == "applied"
+    assert not stale.exists()
+    assert other.exists()  # only the client whose job runs (one job per client at a time)
+    assert [p.name for p in spool.iterdir() if p.name.endswith(".results.tmp")] == []
+
+
 def test_a_byte_identical_file_changes_nothing_and_says_so(where: Environment) -> None:
     upload(where, users_csv(10))
     run_all(where)
