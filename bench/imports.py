@@ -6,7 +6,9 @@ Every measurement runs in a process of its own under ``/usr/bin/time -v`` (peak 
 size). End to end means what the import worker does with a file (``ingest.worker.run_pipeline``): the identical-file
 check, open and sniff it, validate it against the store, plan the suspensions, apply it in one transaction, and write
 and publish the client's result file. Floors measured in the same run: a bare ``csv.reader`` parse of the file, a
-bare SQLite ``executemany`` upsert of its rows, and a bare PostgreSQL ``COPY`` of the file into a table.
+bare SQLite ``executemany`` upsert of its rows, a bare PostgreSQL ``COPY`` of the file into a table (SPEC 9's
+reference), and a PostgreSQL ``COPY`` of the rows an import writes into lcsync's own tables, formatted beforehand
+(what any import of this schema must at least do).
 
 The file: 11 columns (Employee ID, First Name, Last Name, Email, Status, Manager ID, Start Date, Department, Location,
 Position, Cost Centre); managers form a 10-ary tree shuffled into random file order, so about half of the rows name
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib
+import io
 import json
 import os
 import random
@@ -53,6 +56,7 @@ TEMPLATE: dict[str, Any] = {
     "mode": "full",
 }
 CLIENT = "benchco"
+NOW = "2026-11-28 00:00:00+00"
 FIRST = ["Ann", "Bob", "Chloe", "Dev", "Eve", "Farid", "Grace", "Hiro", "Ines", "Jack", "Kiri", "Liam", "Mia", "Noah"]
 LAST = ["Smith", "Nguyen", "Jones", "Williams", "Brown", "Wilson", "Taylor", "Singh", "Chen", "Martin", "Kelly"]
 
@@ -143,6 +147,57 @@ def step_pg_copy(path: Path, url: str) -> int:
     return int(count)
 
 
+def step_pg_store_copy(path: Path, url: str) -> tuple[int, float]:
+    """A second PostgreSQL floor: COPY of the rows an import of ``path`` writes into lcsync's own tables (a users
+    row, three memberships and a custom value per user), formatted beforehand, foreign-key triggers off as the
+    applier has them. No parsing, validation, comparison or result file: what any import of this schema must at
+    least do, timed from the first COPY to the commit."""
+    import psycopg
+
+    users, members, values = io.StringIO(), io.StringIO(), io.StringIO()
+    groups: dict[tuple[int, str], int] = {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        count = 0
+        for count, cells in enumerate(reader, 1):
+            key, first, last, email, _status, _manager, _start, *named, centre = cells
+            users.write(f"{count}\t{CLIENT}\t{key}\t{email}\t{first}\t{last}\t{email}\tactive\t{NOW}\t{NOW}\n")
+            for type_id, name in enumerate(named, 1):
+                group = groups.setdefault((type_id, name), len(groups) + 1)
+                members.write(f"{count}\t{type_id}\t{group}\n")
+            values.write(f"{count}\t1\t{centre}\n")
+    tables = (
+        (
+            "users",
+            "id, client, employee_id, username, first_name, last_name, email, status, created_at, updated_at",
+            users,
+        ),
+        ("memberships", "user_id, group_type_id, group_id", members),
+        ("custom_values", "user_id, field_id, value", values),
+    )
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as connection:
+        kinds = ", ".join(f"({i}, '{CLIENT}', 'type {i}')" for i in (1, 2, 3))
+        connection.execute(f"INSERT INTO group_types (id, client, name) VALUES {kinds}")
+        connection.execute(f"INSERT INTO custom_fields (id, client, name) VALUES (1, '{CLIENT}', 'Cost Centre')")
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO user_groups (id, group_type_id, name) VALUES (%s, %s, %s)",
+                [(group, type_id, name) for (type_id, name), group in groups.items()],
+            )
+        connection.commit()
+        started = time.perf_counter()
+        connection.execute("SET LOCAL session_replication_role = replica")
+        with connection.cursor() as cursor:
+            for table, columns, text in tables:
+                data = text.getvalue().encode()
+                with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                    for start in range(0, len(data), 1 << 20):
+                        copy.write(data[start : start + (1 << 20)])
+        connection.commit()
+        return count, time.perf_counter() - started
+
+
 def step_import(path: Path, url: str) -> tuple[int, float]:
     """The import worker's work on one file (ingest.worker.run_pipeline): the identical-file check (sha256), open
     and sniff, validate against the store, plan the hold, apply, and the client's result file, published.
@@ -190,6 +245,7 @@ STEPS = {
     "csv_parse": step_csv_parse,
     "sqlite_upsert": step_sqlite_upsert,
     "pg_copy": step_pg_copy,
+    "pg_store_copy": step_pg_store_copy,
     "import": step_import,
 }
 
@@ -270,13 +326,18 @@ def main(argv: list[str] | None = None) -> None:
     measure("sqlite re-import, 5% changed", "import", changed, f"sqlite:///{db}")
     if args.postgres:
         measure("postgres bare COPY", "pg_copy", new, fresh_postgres(args.postgres, "lcsync_bench_copy"))
+        store_floor = fresh_postgres(args.postgres, "lcsync_bench_store_copy")
+        migrate(store_floor)
+        measure("postgres COPY into the store", "pg_store_copy", new, store_floor)
         url = fresh_postgres(args.postgres, "lcsync_bench")
         migrate(url)
         measure("postgres import, all new", "import", new, url)
         measure("postgres re-import, 5% changed", "import", changed, url)
         copy = results["postgres bare COPY"]["rows_per_s"]
+        store = results["postgres COPY into the store"]["rows_per_s"]
         for name in ("postgres import, all new", "postgres re-import, 5% changed"):
-            print(f"  {name}: {results[name]['rows_per_s'] / copy:.2f} of bare COPY")
+            ratio = results[name]["rows_per_s"]
+            print(f"  {name}: {ratio / copy:.2f} of bare COPY, {ratio / store:.2f} of COPY into the store")
     out = work / "imports.json"
     out.write_text(json.dumps({"rows": args.rows, "results": results}, indent=2))
     print(f"results in {out}")
