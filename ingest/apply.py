@@ -37,11 +37,11 @@ from core.db import Database
 from core.errors import InputFileError
 from core.models import UserStatus
 from ingest.reader import FILE_CHANGED, FingerprintedRecords
+from ingest.row_layout import RowLayout
 from ingest.rows import Outcome, RowOutcome, UserRow
 from ingest.snapshot import StoreSnapshot, load_snapshot, read_users, read_version, user_id_of
 from ingest.store_sql import (
     AUDIT_COLUMNS,
-    DATE_COLUMNS,
     OUTCOME_COLUMNS,
     PLAIN_COLUMNS,
     StoreConnection,
@@ -53,7 +53,7 @@ ACTIVE = UserStatus.ACTIVE.value
 SUSPENDED = UserStatus.SUSPENDED.value
 PLAIN_INDEX = {c: i for i, c in enumerate(PLAIN_COLUMNS)}
 # position in the batch, line, key, layout, prepared values, digest, user id
-_Candidate = tuple[int, int, str, "_Layout", tuple[Any, ...], bytes, int]
+_Candidate = tuple[int, int, str, "RowLayout", tuple[Any, ...], bytes, int]
 # (line, key, digest, cells) of a file's record, or (line, key, None, row) of a UserRow given as such
 _Item = tuple[int, str, bytes | None, Any]
 
@@ -74,120 +74,6 @@ class ApplyCounts:
     unchanged: int = 0
     reactivated: int = 0
     suspended: int = 0
-
-
-class _Layout:
-    """How one file's rows map onto the store: which columns a row sets, in a fixed order, and its digest's salt.
-
-    The reader puts in ``UserRow.fields``/``groups``/``custom`` only the template columns present in the file: a
-    column missing from the file leaves the stored value alone; an empty cell (None) clears it. username and status
-    are always set: username defaults to the email, status to active (a user listed in the file is a current user).
-
-    ``prepare(row)`` is compiled for the layout (straight-line code, as the reader's fast path is): it returns the
-    row's values as one tuple, ``columns`` (text, dates in ISO 8601, username and status filled in), then the manager
-    key, then the groups, then the custom values. That tuple is what the digest covers.
-    """
-
-    def __init__(self, row: UserRow) -> None:
-        present = row.fields
-        self.columns = tuple(
-            c for c in PLAIN_COLUMNS if c in present or c == "status" or (c == "username" and "email" in present)
-        )
-        self.sizes = (len(row.fields), len(row.groups), len(row.custom))
-        self.manager_mapped = "manager_id" in present
-        self.group_types = tuple(row.groups)
-        self.custom_fields = tuple(row.custom)
-        self.type_ids: tuple[int, ...] = ()  # filled in by _Run, which knows the client's ids
-        self.field_ids: tuple[int, ...] = ()
-        self.group_slots: tuple[tuple[int, int], ...] = ()  # (position in the prepared tuple, group type id)
-        self.custom_slots: tuple[tuple[int, int], ...] = ()  # (position in the prepared tuple, custom field id)
-        width = len(self.columns)
-        self.manager_at = width
-        self.groups_at = width + 1
-        self.custom_at = width + 1 + len(self.group_types)
-        # The plain columns of a new user, in PLAIN_COLUMNS order (None for absent ones), from a prepared tuple.
-        index = {c: i for i, c in enumerate(self.columns)}
-        self.plain_positions = tuple(index.get(c) for c in PLAIN_COLUMNS)
-        self.adder: Callable[..., Callable[..., None]] | None = None  # compile_adder(), once the ids are known
-        self.user_columns: tuple[str, ...] = ()
-        # The shape is part of every digest (as BLAKE2b personalization): a file with other columns makes every
-        # user a candidate once.
-        shape = (self.columns, self.manager_mapped, self.group_types, self.custom_fields)
-        self.person = blake2b(("v2" + repr(shape)).encode(), digest_size=16).digest()
-        self.prepare: Callable[[UserRow], tuple[Any, ...]] = self._compile()
-        # The same tuple as ingest.reader.FingerprintedRecords.values names it (a file's records skip the UserRow).
-        self.items = (
-            *(f"field:{c}" for c in self.columns),
-            "field:manager_id" if self.manager_mapped else "none",
-            *(f"group:{name}" for name in self.group_types),
-            *(f"custom:{name}" for name in self.custom_fields),
-        )
-
-    def _compile(self) -> Callable[[UserRow], tuple[Any, ...]]:
-        lines = ["def prepare(row):", "    fields = row.fields"]
-        names = []
-        for i, column in enumerate(self.columns):
-            name = f"v{i}"
-            names.append(name)
-            if column == "username":
-                continue  # after the email, which it defaults to
-            lines.append(f"    {name} = fields.get({column!r})")
-            if column in DATE_COLUMNS:
-                lines.append(f"    if {name} is not None: {name} = {name}.isoformat()")
-            elif column == "status":
-                lines.append(f"    if {name} is None: {name} = {ACTIVE!r}")
-        if "username" in self.columns:
-            at = self.columns.index("username")
-            email = f"v{self.columns.index('email')}" if "email" in self.columns else "None"
-            lines.append(f"    v{at} = fields.get('username')")
-            lines.append(f"    if v{at} is None: v{at} = {email}")
-        names.append("fields.get('manager_id')" if self.manager_mapped else "None")
-        if self.group_types:
-            lines.append("    groups = row.groups")
-            names += [f"groups.get({name!r})" for name in self.group_types]
-        if self.custom_fields:
-            lines.append("    custom = row.custom")
-            names += [f"custom.get({name!r})" for name in self.custom_fields]
-        lines.append(f"    return ({', '.join(names)},)")
-        namespace: dict[str, Any] = {}
-        exec(compile("\n".join(lines), f"<lcsync layout of {len(self.columns)} columns>", "exec"), namespace)
-        prepare: Callable[[UserRow], tuple[Any, ...]] = namespace["prepare"]
-        return prepare
-
-    def compile_adder(self) -> None:
-        """``adder(...)`` makes, for one batch, ``add(ident, key, prepared, manager_id, digest)``: the new user's
-        row (``user_columns``), memberships and custom values appended to the batch's lists, as straight-line code
-        for this layout (the hot path of a file of new users)."""
-        present = [
-            (column, at) for column, at in zip(PLAIN_COLUMNS, self.plain_positions, strict=True) if at is not None
-        ]
-        manager = ["manager_id"] if self.manager_mapped else []
-        # What a new user's row says; the rest is the batch's constants (client, job, times) or NULL.
-        self.user_columns = ("id", "employee_id", *(column for column, _ in present), *manager, "row_hash")
-        plain = "".join(f"p[{at}], " for _, at in present)
-        lines = [
-            "def adder(users, members, values, groups, new_group):",
-            *(f"    g{i} = groups[{type_id}].get" for i, (_, type_id) in enumerate(self.group_slots)),
-            "    def add(ident, key, p, manager, digest):",
-            f"        users((ident, key, {plain}{'manager, ' if manager else ''}digest))",
-        ]
-        for i, (at, type_id) in enumerate(self.group_slots):
-            lines.append(f"        v = p[{at}]")
-            lines.append(f"        if v is not None: members((ident, {type_id}, g{i}(v) or new_group({type_id}, v)))")
-        for at, field_id in self.custom_slots:
-            lines.append(f"        v = p[{at}]")
-            lines.append(f"        if v is not None: values((ident, {field_id}, v))")
-        lines.append("    return add")
-        namespace: dict[str, Any] = {}
-        exec(compile("\n".join(lines), "<lcsync new users>", "exec"), namespace)
-        self.adder = namespace["adder"]
-
-    def fits(self, row: UserRow) -> bool:
-        return (len(row.fields), len(row.groups), len(row.custom)) == self.sizes
-
-    def digest(self, prepared: tuple[Any, ...]) -> bytes:
-        """64 bits of BLAKE2b over the prepared tuple (its repr is unambiguous for text and None)."""
-        return blake2b(repr(prepared).encode(), digest_size=8, person=self.person).digest()
 
 
 def _text(value: Any) -> str | None:
@@ -341,7 +227,7 @@ class _Run:
     ) -> None:
         self.conn = conn
         self.client = client
-        self.layouts: dict[tuple[tuple[str, ...], ...], _Layout] = {}
+        self.layouts: dict[tuple[tuple[str, ...], ...], RowLayout] = {}
         self.job_id = job_id
         self.on_outcome = on_outcome
         self.on_outcomes: Callable[[list[RowOutcome]], None] | None = None  # the same, a batch at a time
@@ -376,7 +262,7 @@ class _Run:
         self.id_pool: list[int] = []
         self.managers: set[int] = set()  # ids the file's rows name as managers
         self.touched: set[int] = set()  # stored users whose rows (or memberships, values, history) this file writes
-        self.layout: _Layout | None = None  # the layout of the last row prepared
+        self.layout: RowLayout | None = None  # the layout of the last row prepared
         self.records: FingerprintedRecords | None = None  # a file's records, when they come unconverted
         self.values: Callable[[int, Any], tuple[Any, ...] | None] | None = None  # their prepared values
 
@@ -394,14 +280,14 @@ class _Run:
         found.update(zip(missing, ids, strict=True))
         return found
 
-    def layout_for(self, row: UserRow) -> _Layout:
+    def layout_for(self, row: UserRow) -> RowLayout:
         shape = (tuple(row.fields), tuple(row.groups), tuple(row.custom))
         layout = self.layouts.get(shape)
         if layout is None:
             unknown = [n for n in (*row.groups, *row.custom) if n not in self.type_ids and n not in self.field_ids]
             if unknown:
                 raise ValueError(f"line {row.line}: {unknown} are not group types or custom fields of the template")
-            layout = self.layouts[shape] = _Layout(row)
+            layout = self.layouts[shape] = RowLayout(row)
             layout.type_ids = tuple(self.type_ids[name] for name in layout.group_types)
             layout.field_ids = tuple(self.field_ids[name] for name in layout.custom_fields)
             layout.group_slots = tuple(enumerate(layout.type_ids, layout.groups_at))
@@ -451,7 +337,7 @@ class _Run:
         if layout is not None:
             prepare, person, manager_at = layout.prepare, layout.person, layout.manager_at
         id_pool, keep = self.id_pool, self.manager_keys
-        new_users: dict[_Layout, list[tuple[Any, ...]]] = {}  # per layout: its rows have their own columns
+        new_users: dict[RowLayout, list[tuple[Any, ...]]] = {}  # per layout: its rows have their own columns
         new_groups: list[tuple[int, int, str]] = []
         memberships: list[tuple[int, int, int]] = []
         custom_values: list[tuple[int, int, str]] = []
@@ -459,7 +345,7 @@ class _Run:
         def new_group(type_id: int, name: str) -> int:
             return self.group_id(type_id, name, new_groups)
 
-        def make_adder(layout: _Layout) -> Callable[..., None]:
+        def make_adder(layout: RowLayout) -> Callable[..., None]:
             assert layout.adder is not None  # compiled by layout_for
             users = new_users.setdefault(layout, [])
             return layout.adder(users.append, memberships.append, custom_values.append, groups_of, new_group)
