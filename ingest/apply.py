@@ -26,6 +26,7 @@ and only its digest is refreshed.
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -48,6 +49,7 @@ from ingest.store_sql import (
     store_connection,
 )
 
+log = logging.getLogger("lcsync.import")
 BATCH = 20_000
 ACTIVE = UserStatus.ACTIVE.value
 SUSPENDED = UserStatus.SUSPENDED.value
@@ -202,7 +204,10 @@ class UserStore:
             else:
                 conn.commit()
                 if run.counts.created >= STATISTICS_FROM:
-                    conn.refresh_statistics(("users", "memberships", "custom_values"))
+                    try:  # the file is applied: a failure here only delays the planner's statistics
+                        conn.refresh_statistics(("users", "memberships", "custom_values"))
+                    except Exception as exc:
+                        log.warning("statistics_not_refreshed", extra={"fields": {"reason": str(exc)}})
             return run.counts
         except BaseException:
             conn.rollback()
