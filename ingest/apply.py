@@ -87,11 +87,11 @@ def _text(value: Any) -> str | None:
 
 
 STATISTICS_FROM = 10_000  # new users after which the planner's statistics are refreshed (ingest.store_sql)
-WRITER_FROM = 50_000  # new users a file must bring before SQLite's writes go to a thread of their own
+WRITER_FROM = 50_000  # new users a file must bring before the writes go to a thread of their own
 
 
 def _many_new(validation: ValidationLike, snapshot: StoreSnapshot | None, client: str) -> bool:
-    """Whether a file brings so many new users that SQLite's inserts pay for a writer thread (ingest.store_sql):
+    """Whether a file brings so many new users that the inserts pay for a writer thread (ingest.store_sql):
     measured on 1,000,000 new users, 44k -> 50k rows/s; on a re-import of the same users the thread costs 5%."""
     if snapshot is None or snapshot.client != client:
         return False

@@ -61,12 +61,39 @@ class StoreConnection:
 
     placeholder = "?"
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, background: bool = False) -> None:
         self._proxy = engine.raw_connection()
         self.raw: Any = self._proxy.driver_connection
         assert self.raw is not None
         self.cursor: Any = self.raw.cursor()
         self._next_ids: dict[str, Iterator[int]] = {}
+        self.background = background
+        self._writer: _Writer | None = None
+        self._in_transaction = False
+
+    # --- the writer thread ---------------------------------------------------------------------------------------
+
+    def _write(self, statement: str, params: Any, mode: Mode) -> None:
+        """Run a write now, or with ``background`` (inside a transaction) queue it for the writer thread."""
+        if self._writer is None and self.background and self._in_transaction:
+            writer = _Writer(self.raw)
+            if writer.usable:
+                self._writer = writer
+            else:
+                self.background = False
+        if self._writer is not None:
+            self._writer.put(statement, params, mode)
+        else:
+            run(self.cursor, statement, params, mode)
+
+    def _drain(self) -> None:
+        if self._writer is not None:
+            self._writer.drain()
+
+    def _stop_writer(self, *, cancel: bool) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.stop(cancel=cancel)
 
     # --- transaction -------------------------------------------------------------------------------------------
 
@@ -74,13 +101,19 @@ class StoreConnection:
         raise NotImplementedError
 
     def commit(self) -> None:
+        self._drain()  # raises a failed write's error: the caller rolls back, nothing half is committed
+        self._stop_writer(cancel=False)
         self.raw.commit()
+        self._in_transaction = False
 
     def rollback(self) -> None:
+        self._stop_writer(cancel=True)  # its error, if any, was raised already or is moot now
         self.raw.rollback()
+        self._in_transaction = False
 
     def close(self) -> None:
         try:
+            self._stop_writer(cancel=True)
             self.cursor.close()
         finally:
             self._proxy.close()
@@ -96,6 +129,7 @@ class StoreConnection:
         return statement if self.placeholder == "?" else statement.replace("?", self.placeholder)
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> Any:
+        self._drain()  # a read sees every write queued before it
         self.cursor.execute(self.sql(statement), params)
         return self.cursor
 
@@ -104,7 +138,7 @@ class StoreConnection:
 
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            self.cursor.executemany(self.sql(statement), rows)
+            self._write(self.sql(statement), rows, "many")
 
     def insert(
         self,
@@ -151,14 +185,16 @@ class StoreConnection:
             yield from self.fetchall(statement.format(ids=marks), part)
 
 
-Mode = Literal["one", "many", "flat"]  # execute(params) / executemany(rows) / execute(rows flattened)
+# execute(params) / executemany(rows) / execute(rows flattened) / COPY of rows (PostgreSQL)
+Mode = Literal["one", "many", "flat", "copy"]
 
 
 class _Writer:
-    """A thread that runs the writes of one SQLite transaction, in order, on the caller's connection.
+    """A thread that runs the writes of one transaction, in order, on the caller's connection.
 
     Python's sqlite3 releases the GIL only inside ``sqlite3_step``: a multi-row ``INSERT`` is one step for thousands
-    of rows, so the thread writes one batch while the caller prepares the next. The bounded queue keeps memory to a
+    of rows, so the thread writes one batch while the caller prepares the next; psycopg releases it while PostgreSQL
+    works through a COPY. The bounded queue keeps memory to a
     few batches, and the connection is used by one thread at a time: the caller touches it again only after
     ``drain`` (or ``stop``). The first error is kept: it is raised by every later ``put`` and ``drain`` (so a commit
     cannot follow it) until ``stop``; the writes queued after it are dropped.
@@ -220,7 +256,9 @@ class _Writer:
 
 
 def run(cursor: Any, statement: str, params: Any, mode: Mode) -> None:
-    if mode == "flat":
+    if mode == "copy":
+        copy_rows(cursor, statement, params)
+    elif mode == "flat":
         cursor.execute(statement, list(chain.from_iterable(params)))
     elif mode == "many":
         cursor.executemany(statement, params)
@@ -264,28 +302,11 @@ class SqliteConnection(StoreConnection):
     """
 
     def __init__(self, engine: Engine, *, background: bool = False) -> None:
-        super().__init__(engine)
-        self.background = background
+        super().__init__(engine, background=background)
         self.max_params = min(MAX_PARAMS, self.raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
-        self._writer: _Writer | None = None
-        self._in_transaction = False
         # Inserted rows short of a full statement, per statement head: they wait for the next batch's rows of the
         # same table (fewer, fuller statements), and are written before anything else runs (_flush).
         self._short: dict[tuple[str, int, str, tuple[Any, ...]], list[Sequence[Any]]] = {}
-
-    # --- the writer thread ---------------------------------------------------------------------------------------
-
-    def _write(self, statement: str, params: Any, mode: Mode) -> None:
-        if self._writer is None and self.background and self._in_transaction:
-            writer = _Writer(self.raw)
-            if writer.usable:
-                self._writer = writer
-            else:
-                self.background = False
-        if self._writer is not None:
-            self._writer.put(statement, params, mode)
-        else:
-            run(self.cursor, statement, params, mode)
 
     def _flush(self) -> None:
         short, self._short = self._short, {}
@@ -294,13 +315,7 @@ class SqliteConnection(StoreConnection):
 
     def _drain(self) -> None:
         self._flush()
-        if self._writer is not None:
-            self._writer.drain()
-
-    def _stop_writer(self, *, cancel: bool) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.stop(cancel=cancel)
+        super()._drain()
 
     # --- transaction -------------------------------------------------------------------------------------------
 
@@ -324,22 +339,13 @@ class SqliteConnection(StoreConnection):
         self.raw.execute("PRAGMA temp_store = DEFAULT")
 
     def commit(self) -> None:
-        self._drain()  # raises a failed write's error: the caller rolls back, nothing half is committed
-        self._stop_writer(cancel=False)
         super().commit()
         self._reset()
 
     def rollback(self) -> None:
         self._short = {}
-        self._stop_writer(cancel=True)  # its error, if any, was raised already or is moot now
         super().rollback()
         self._reset()
-
-    def close(self) -> None:
-        try:
-            self._stop_writer(cancel=True)
-        finally:
-            super().close()
 
     # --- statements ----------------------------------------------------------------------------------------------
 
@@ -347,14 +353,10 @@ class SqliteConnection(StoreConnection):
         # The text SQLAlchemy's SQLite DateTime type writes and parses back.
         return value.strftime("%Y-%m-%d %H:%M:%S.%f")
 
-    def execute(self, statement: str, params: Sequence[Any] = ()) -> Any:
-        self._drain()
-        return super().execute(statement, params)
-
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            self._flush()
-            self._write(statement, rows, "many")
+            self._flush()  # rows waiting for a fuller statement go first
+        super().executemany(statement, rows)
 
     def _values(
         self, head: str, width: int, rows: Sequence[Sequence[Any]], tail: str = "", prefix: tuple[Any, ...] = ()
@@ -419,6 +421,11 @@ class PostgresConnection(StoreConnection):
 
     placeholder = "%s"
 
+    def __init__(self, engine: Engine, *, background: bool = False) -> None:
+        super().__init__(engine, background=background)
+        self._engine = engine
+        self._sequences: Any = None  # a pooled connection for nextval, opened on first use
+
     triggers_off = False
 
     def begin(self) -> None:
@@ -438,6 +445,7 @@ class PostgresConnection(StoreConnection):
         except psycopg.errors.InsufficientPrivilege:
             self.raw.rollback()
             self.triggers_off = False
+        self._in_transaction = True
 
     def check_references(self, referenced: Callable[[], Mapping[str, Collection[int]]]) -> None:
         """With the per-row checks off: every id the file's rows refer to must exist, and is locked against deletion
@@ -478,21 +486,32 @@ class PostgresConnection(StoreConnection):
         if constants:
             columns, extra = (*columns, *constants), tuple(constants.values())
             rows = [(*row, *extra) for row in rows]
-        with self.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-            if len(columns) < COPY_TEXT_MIN_WIDTH:  # psycopg's own (C) row formatting is faster on narrow rows
-                for row in rows:
-                    copy.write_row(row)
-                return
-            for start in range(0, len(rows), COPY_ROWS):
-                copy.write(copy_text(rows[start : start + COPY_ROWS]))
+        self._write(f"COPY {table} ({', '.join(columns)}) FROM STDIN", rows, "copy")
 
     def new_ids(self, table: str, count: int) -> list[int]:
+        # On a connection of its own: sequences are not transactional, and this one does not wait for the writer
+        # thread's COPY (which a statement on the transaction's connection would: every batch draws ids).
         if count == 0:
             return []
-        rows = self.fetchall(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", (table, count)
-        )
-        return [row[0] for row in rows]
+        if self._sequences is None:
+            self._sequences = self._engine.raw_connection()
+        cursor = self._sequences.cursor()
+        try:
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", (table, count)
+            )
+            ids = [row[0] for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+        self._sequences.commit()
+        return ids
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._sequences is not None:
+                self._sequences.close()
 
 
 # --- COPY text ---------------------------------------------------------------------------------------------------
@@ -548,14 +567,23 @@ def copy_text(rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(map("\t".join, zip(*columns, strict=True))) + "\n"
 
 
-def store_connection(engine: Engine, *, background: bool = False) -> StoreConnection:
-    """The StoreConnection for ``engine``'s database; ``background``: SQLite writes in a thread (SqliteConnection).
+def copy_rows(cursor: Any, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``COPY ... FROM STDIN`` of ``rows`` on a psycopg cursor."""
+    with cursor.copy(statement) as copy:
+        if len(rows[0]) < COPY_TEXT_MIN_WIDTH:  # psycopg's own (C) row formatting is faster on narrow rows
+            for row in rows:
+                copy.write_row(row)
+            return
+        for start in range(0, len(rows), COPY_ROWS):
+            copy.write(copy_text(rows[start : start + COPY_ROWS]))
 
-    Off by default: on a 2-core machine shared with other work, the thread's GIL hand-offs cost more than the
-    overlap saves in ingest.apply (see the commit that added it).
-    """
+
+def store_connection(engine: Engine, *, background: bool = False) -> StoreConnection:
+    """The StoreConnection for ``engine``'s database; ``background``: the transaction's writes run in a thread of
+    their own (``_Writer``), so the caller prepares the next batch meanwhile. ingest.apply asks for it when a file
+    brings many new users: on a re-import, mostly reads, the hand-offs cost more than the overlap saves."""
     if engine.dialect.name == "sqlite":
         return SqliteConnection(engine, background=background)
     if engine.dialect.name == "postgresql":
-        return PostgresConnection(engine)
+        return PostgresConnection(engine, background=background)
     raise NotImplementedError(f"the user store supports SQLite and PostgreSQL, not {engine.dialect.name}")
