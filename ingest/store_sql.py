@@ -60,6 +60,7 @@ class StoreConnection:
     """One transaction on one raw connection. Subclasses adapt values and pick the bulk statement."""
 
     placeholder = "?"
+    writer_depth = WRITER_DEPTH  # writes queued for the writer thread at most
 
     def __init__(self, engine: Engine, *, background: bool = False) -> None:
         self._proxy = engine.raw_connection()
@@ -76,7 +77,7 @@ class StoreConnection:
     def _write(self, statement: str, params: Any, mode: Mode) -> None:
         """Run a write now, or with ``background`` (inside a transaction) queue it for the writer thread."""
         if self._writer is None and self.background and self._in_transaction:
-            writer = _Writer(self.raw)
+            writer = _Writer(self.raw, self.writer_depth)
             if writer.usable:
                 self._writer = writer
             else:
@@ -420,6 +421,7 @@ class PostgresConnection(StoreConnection):
     """PostgreSQL through psycopg 3: COPY for new rows, sequences for ids."""
 
     placeholder = "%s"
+    writer_depth = 8  # a write here is a whole COPY of a batch's rows of one table: two batches at most
 
     def __init__(self, engine: Engine, *, background: bool = False) -> None:
         super().__init__(engine, background=background)
