@@ -149,9 +149,14 @@ class StoreConnection:
         constants: Mapping[str, Any] | None = None,
     ) -> None:
         """Insert new rows (ids already assigned); ``constants``: columns with the same value in every row."""
+        if not rows:
+            return
         if constants:
             columns, extra = (*columns, *constants), tuple(constants.values())
             rows = [(*row, *extra) for row in rows]
+        self._insert(table, columns, rows)
+
+    def _insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         marks = ", ".join("?" * len(columns))
         self.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
@@ -476,18 +481,7 @@ class PostgresConnection(StoreConnection):
         self.raw.execute(f"ANALYZE {', '.join(tables)}")
         self.raw.commit()
 
-    def insert(
-        self,
-        table: str,
-        columns: Sequence[str],
-        rows: Sequence[Sequence[Any]],
-        constants: Mapping[str, Any] | None = None,
-    ) -> None:
-        if not rows:
-            return
-        if constants:
-            columns, extra = (*columns, *constants), tuple(constants.values())
-            rows = [(*row, *extra) for row in rows]
+    def _insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         self._write(f"COPY {table} ({', '.join(columns)}) FROM STDIN", rows, "copy")
 
     def new_ids(self, table: str, count: int) -> list[int]:
