@@ -31,6 +31,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from hashlib import blake2b
+from itertools import islice
 from typing import Any, Protocol
 
 from core.config import TemplateConfig
@@ -178,16 +179,8 @@ class UserStore:
             else:  # rows from elsewhere (tests, tools): their digest covers their values
                 items = ((row.line, row.key, None, row) for row in validation.valid_rows())
             done = 0
-            batch: list[_Item] = []
-            for item in items:
-                batch.append(item)
-                if len(batch) >= self.batch_size:
-                    run.batch(batch)
-                    done += len(batch)
-                    batch = []
-                    if progress is not None:
-                        progress(done)
-            if batch:
+            records = iter(items)
+            while batch := list(islice(records, self.batch_size)):
                 run.batch(batch)
                 done += len(batch)
                 if progress is not None:

@@ -315,8 +315,12 @@ class FingerprintedRecords:
                     if line in skip:
                         continue
                     whole = whole.rstrip("\r\n")
-                    parts = whole.split(delimiter, after_key)
-                    key = parts[key_index].strip() if len(parts) > key_index else ""
+                    if key_index == 0:  # the usual first column: no list of cells at all
+                        end = whole.find(delimiter)
+                        key = (whole if end < 0 else whole[:end]).strip()
+                    else:
+                        parts = whole.split(delimiter, after_key)
+                        key = parts[key_index].strip() if len(parts) > key_index else ""
                     if key:  # as below
                         yield line, key, blake2b(whole.encode(), digest_size=8, person=person).digest(), whole
             else:
