@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from core.config import Config, load_config
+from core.db import Database
 from core.passwords import hash_password
 
 PASSWORDS = {
@@ -162,6 +163,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'test.db'}"
     else:
         yield from _postgres_database()
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    """A migrated Database on ``database_url`` (SQLite, and PostgreSQL when configured)."""
+    db = Database("test", database_url)
+    db.upgrade()
+    yield db
+    db.dispose()
 
 
 @pytest.fixture

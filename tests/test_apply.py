@@ -106,14 +106,6 @@ def template() -> TemplateConfig:
 
 
 @pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    db = Database("test", database_url)
-    db.upgrade()
-    yield db
-    db.dispose()
-
-
-@pytest.fixture
 def store(database: Database) -> UserStore:
     return UserStore(database, batch_size=3)
 

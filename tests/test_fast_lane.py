@@ -33,14 +33,6 @@ def template() -> TemplateConfig:
     return TemplateConfig(**template_dict())
 
 
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    db = Database("test", database_url)
-    db.upgrade()
-    yield db
-    db.dispose()
-
-
 def write(path: Path, *rows: str) -> Path:
     path.write_text("\r\n".join([HEADER, *rows]) + "\r\n", encoding="utf-8")
     return path

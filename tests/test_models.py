@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
 
 import pytest
@@ -22,14 +21,6 @@ USER_STORE_TABLES = {
     "user_audit",
     "import_outcomes",
 }
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    db = Database("test", database_url)
-    db.upgrade()
-    yield db
-    db.dispose()
 
 
 def test_migrations_create_every_table_of_the_models(database: Database) -> None:

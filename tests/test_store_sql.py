@@ -45,14 +45,6 @@ NOW = datetime(2026, 11, 28, 9, 30, 15, 123456, tzinfo=UTC)
 
 
 @pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    db = Database("test", database_url)
-    db.upgrade()
-    yield db
-    db.dispose()
-
-
-@pytest.fixture
 def conn(database: Database) -> Iterator[StoreConnection]:
     connection = store_connection(database.engine, background=True)
     try:
