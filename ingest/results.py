@@ -169,7 +169,6 @@ class ResultMerger:
     def __init__(self, writer: ResultWriter, errors: Iterable[RowError]) -> None:
         self._writer = writer
         assert writer._writer is not None, "open the ResultWriter first"
-        self._writerow = writer._writer.writerow
         self._writerows = writer._writer.writerows
         self._errors: Iterator[RowError] = iter(errors)
         self._pending: RowError | None = next(self._errors, None)
@@ -180,10 +179,7 @@ class ResultMerger:
         pending = self._pending
         if pending is not None and (line is None or pending.line < line):
             self.flush_errors(before=line)
-        # The hot path of a large file (a call per row): ResultWriter.row inlined. An Outcome is a str.
-        self._writerow(
-            ("" if line is None else line, "'" + key if key[:1] in UNSAFE_FIRST else key, what, excel_safe(reason))
-        )
+        self._writer.row(line, key, what, reason)
 
     def outcomes(self, batch: list[RowOutcome]) -> None:
         """``outcome`` for each of ``batch`` (rows of the file, in line order), written a run at a time: the rows up
@@ -192,7 +188,7 @@ class ResultMerger:
         while start < end:
             pending = self._pending
             stop = end if pending is None else bisect_left(batch, pending.line, start, end, key=_LINE)
-            if stop > start:
+            if stop > start:  # the hot path of a large file: ResultWriter.row's excel_safe inlined for the keys
                 self._writerows(
                     [
                         (line, "'" + key if key[:1] in UNSAFE_FIRST else key, what, reason and excel_safe(reason))
